@@ -1,0 +1,26 @@
+//! Protocol constants of the Kata agent, in one place.
+//!
+//! Sources: kata-containers `src/libs/protocols/protos/agent.proto` and `health.proto`,
+//! `src/agent/src/config.rs` (ports, defaults), and the ttrpc protocol
+//! (<https://github.com/containerd/ttrpc/blob/main/PROTOCOL.md>).
+
+/// ttrpc service name of the agent API.
+pub const AGENT_SERVICE: &str = "grpc.AgentService";
+/// ttrpc service name of the health API.
+pub const HEALTH_SERVICE: &str = "grpc.Health";
+
+/// vsock port the agent serves ttrpc on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// vsock port for the agent's log stream (`agent.log_vport`).
+pub const LOG_VSOCK_PORT: u32 = 1025;
+/// vsock port of the debug console.
+pub const DEBUG_CONSOLE_VSOCK_PORT: u32 = 1026;
+/// vsock port of the passfd listener.
+pub const PASSFD_VSOCK_PORT: u32 = 1027;
+/// Default server address: any CID, port 1024.
+pub const DEFAULT_SERVER_ADDR: &str = "vsock://-1:1024";
+
+/// Largest ttrpc message (header length field) accepted: 4 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
+/// Size of the ttrpc frame header: length u32 BE, stream id u32 BE, type u8, flags u8.
+pub const FRAME_HEADER_SIZE: usize = 10;
