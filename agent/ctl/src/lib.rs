@@ -1,0 +1,1 @@
+//! Host-side client for the agent.

@@ -1,0 +1,2 @@
+//! The Cocoon agent binary.
+fn main() {}
