@@ -25,7 +25,12 @@ pub mod wire;
 
 macro_rules! generated {
     ($($name:ident),*) => {$(
-        #[allow(clippy::all, clippy::undocumented_unsafe_blocks, unused_qualifications)]
+        #[allow(
+            clippy::all,
+            clippy::undocumented_unsafe_blocks,
+            clippy::unwrap_used,
+            unused_qualifications
+        )]
         pub mod $name {
             include!(concat!(env!("OUT_DIR"), "/", stringify!($name), ".rs"));
         }
