@@ -33,8 +33,8 @@ impl Compression {
             Compression::Gzip => {
                 let level = u32::try_from(level.clamp(1, 9)).unwrap_or(9);
                 // GzBuilder writes mtime 0 and no file name unless told otherwise.
-                let mut enc = flate2::GzBuilder::new()
-                    .write(Vec::new(), flate2::Compression::new(level));
+                let mut enc =
+                    flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::new(level));
                 enc.write_all(data)?;
                 enc.finish()
             }

@@ -21,12 +21,12 @@ pub const BUSYBOX_PATH: &str = "/bin/busybox";
 /// Busybox applets linked for the debug shell. A fixed list (rather than asking the
 /// binary) keeps the image independent of the build host.
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "awk", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dmesg", "du", "echo",
-    "env", "find", "free", "grep", "head", "hexdump", "hostname", "id", "ifconfig", "insmod",
-    "ip", "kill", "less", "ln", "ls", "lsmod", "mkdir", "mknod", "modprobe", "more", "mount",
-    "mv", "nc", "netstat", "ping", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "sh",
-    "sleep", "sort", "stat", "sync", "tail", "tee", "top", "touch", "tr", "umount", "uname",
-    "vi", "wc", "wget", "which", "xargs",
+    "awk", "cat", "chmod", "chown", "cp", "cut", "date", "dd", "df", "dmesg", "du", "echo", "env",
+    "find", "free", "grep", "head", "hexdump", "hostname", "id", "ifconfig", "insmod", "ip",
+    "kill", "less", "ln", "ls", "lsmod", "mkdir", "mknod", "modprobe", "more", "mount", "mv", "nc",
+    "netstat", "ping", "ps", "pwd", "readlink", "rm", "rmdir", "sed", "sh", "sleep", "sort",
+    "stat", "sync", "tail", "tee", "top", "touch", "tr", "umount", "uname", "vi", "wc", "wget",
+    "which", "xargs",
 ];
 
 /// Everything that decides the content. Paths are read; nothing else of the host is.
@@ -131,7 +131,10 @@ pub fn build(spec: &ContentSpec) -> Result<(Tree, ContentInfo), ContentError> {
         let mut names: Vec<String> = if spec.no_default_modules {
             Vec::new()
         } else {
-            modules::DEFAULT_MODULES.iter().map(|s| s.to_string()).collect()
+            modules::DEFAULT_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         };
         names.extend(spec.extra_modules.iter().cloned());
         let res = index.resolve(&names)?;

@@ -10,6 +10,7 @@
 pub mod compress;
 pub mod content;
 pub mod cpio;
+pub mod ext4;
 pub mod initrd;
 pub mod modules;
 pub mod pause;

@@ -54,7 +54,10 @@ pub struct Module {
 impl Module {
     /// The path inside the initrd: `/lib/modules/<version>/<rel_path without .xz/.zst/.gz>`.
     pub fn initrd_path(&self, version: &str) -> String {
-        format!("/lib/modules/{version}/{}", strip_compression(&self.rel_path))
+        format!(
+            "/lib/modules/{version}/{}",
+            strip_compression(&self.rel_path)
+        )
     }
 }
 
@@ -268,7 +271,12 @@ kernel/a/z.ko: kernel/a/x-y.ko
         let r = idx.resolve(DEFAULT_MODULES).unwrap_err();
         assert!(matches!(r, ModuleError::NotFound(ref n) if n == "virtio_ring"));
         let r = idx
-            .resolve(&["virtio-pci", "vmw_vsock_virtio_transport", "vsock", "virtio"])
+            .resolve(&[
+                "virtio-pci",
+                "vmw_vsock_virtio_transport",
+                "vsock",
+                "virtio",
+            ])
             .unwrap();
         let names: Vec<_> = r.load_order.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(

@@ -34,7 +34,7 @@ pub fn pause_elf() -> Vec<u8> {
     b.extend_from_slice(&PHDR_LEN.to_le_bytes()); // e_phentsize
     b.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
     b.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
-    // Program header: PT_LOAD, PF_R|PF_X, the whole file at BASE.
+                                  // Program header: PT_LOAD, PF_R|PF_X, the whole file at BASE.
     b.extend_from_slice(&1u32.to_le_bytes());
     b.extend_from_slice(&5u32.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes()); // p_offset

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::initrd;
 use crate::reference::{digest_file, ArtefactDigest};
 use crate::tools::{command, run, ToolError};
 use crate::tree::{Kind, ManifestEntry, Tree};
 use crate::verity::{self, VerityInfo};
+use crate::{ext4, initrd};
 
 /// Filesystem of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -116,8 +116,18 @@ fn debugfs_script(tree: &Tree, epoch: u32) -> String {
     let mut s = String::new();
     for (path, node) in tree.iter() {
         if let Kind::CharDev { major, minor } = node.kind {
-            let _ = writeln!(s, "mknod \"/{path}\" c {major} {minor}");
+            // debugfs's mknod takes a name in the current directory, not a path.
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let _ = writeln!(s, "cd \"/{dir}\"");
+            let _ = writeln!(s, "mknod \"{name}\" c {major} {minor}");
+            let _ = writeln!(s, "cd /");
             let _ = writeln!(s, "sif \"/{path}\" mode 0{:o}", 0o020_000 | node.perm);
+        }
+    }
+    // Reserved inodes (bad blocks list, resize inode, ...) carry mkfs's clock too.
+    for ino in 1..=10 {
+        for field in ["atime", "mtime", "ctime", "crtime"] {
+            let _ = writeln!(s, "sif <{ino}> {field} {epoch}");
         }
     }
     let paths = ["/".to_string(), "/lost+found".to_string()]
@@ -162,7 +172,17 @@ fn make_ext4(
     let hash_seed = uuid_from(&[seed, b"dirhash"].concat());
     let mut mkfs = command("mkfs.ext4");
     mkfs.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .args(["-q", "-F", "-b", "4096", "-m", "0", "-L", "cocoon-root", "-U"])
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-L",
+            "cocoon-root",
+            "-U",
+        ])
         .arg(&uuid)
         .arg("-E")
         .arg(format!(
@@ -184,12 +204,15 @@ fn make_ext4(
     let result = run(&mut debugfs);
     let _ = fs::remove_file(&script);
     result?;
+    ext4::normalise_superblocks(image, epoch)?;
     Ok(())
 }
 
 fn make_erofs(staging: &Path, image: &Path, epoch: u32, seed: &[u8]) -> Result<(), RootfsError> {
     let mut mkfs = command("mkfs.erofs");
-    mkfs.arg("--quiet")
+    // -T sets inode times; SOURCE_DATE_EPOCH also fixes the superblock's build time.
+    mkfs.env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .arg("--quiet")
         .arg(format!("-T{epoch}"))
         .arg(format!("-U{}", uuid_from(&[seed, b"fs"].concat())))
         .arg("--all-root")
@@ -240,7 +263,11 @@ pub fn build(
         "veritysetup {}",
         info.verify_args(output)
             .iter()
-            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() })
+            .map(|a| if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            })
             .collect::<Vec<_>>()
             .join(" ")
     );
@@ -275,7 +302,9 @@ mod tests {
         t.file("/init", vec![1], 0o755).unwrap();
         t.char_dev("/dev/console", 5, 1, 0o600).unwrap();
         let s = debugfs_script(&t, 9);
-        assert!(s.starts_with("mknod \"/dev/console\" c 5 1\nsif \"/dev/console\" mode 020600\n"));
+        assert!(s.starts_with(
+            "cd \"/dev\"\nmknod \"console\" c 5 1\ncd /\nsif \"/dev/console\" mode 020600\n"
+        ));
         assert!(s.contains("sif \"/init\" mtime 9\n"));
         assert!(s.contains("sif \"/\" uid 0\n"));
     }

@@ -80,30 +80,39 @@ impl Tree {
     pub fn dir(&mut self, path: &str, perm: u32) -> Result<(), TreeError> {
         let k = key(path)?;
         self.parents(&k)?;
-        self.insert(k, Node {
-            perm,
-            kind: Kind::Dir,
-        })
+        self.insert(
+            k,
+            Node {
+                perm,
+                kind: Kind::Dir,
+            },
+        )
     }
 
     /// Adds (or replaces) a regular file, creating parent directories.
     pub fn file(&mut self, path: &str, data: Vec<u8>, perm: u32) -> Result<(), TreeError> {
         let k = key(path)?;
         self.parents(&k)?;
-        self.insert(k, Node {
-            perm,
-            kind: Kind::File(data),
-        })
+        self.insert(
+            k,
+            Node {
+                perm,
+                kind: Kind::File(data),
+            },
+        )
     }
 
     /// Adds a symlink, creating parent directories.
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), TreeError> {
         let k = key(path)?;
         self.parents(&k)?;
-        self.insert(k, Node {
-            perm: 0o777,
-            kind: Kind::Symlink(target.to_string()),
-        })
+        self.insert(
+            k,
+            Node {
+                perm: 0o777,
+                kind: Kind::Symlink(target.to_string()),
+            },
+        )
     }
 
     /// Adds a character device node, creating parent directories.
@@ -116,10 +125,13 @@ impl Tree {
     ) -> Result<(), TreeError> {
         let k = key(path)?;
         self.parents(&k)?;
-        self.insert(k, Node {
-            perm,
-            kind: Kind::CharDev { major, minor },
-        })
+        self.insert(
+            k,
+            Node {
+                perm,
+                kind: Kind::CharDev { major, minor },
+            },
+        )
     }
 
     /// Copies a host directory tree under `dest`. Modes are normalised (0755 for
@@ -139,11 +151,7 @@ impl Tree {
         names.sort();
         for name in names {
             let host = src.join(&name);
-            let inside = format!(
-                "{}/{}",
-                dest.trim_end_matches('/'),
-                name.to_string_lossy()
-            );
+            let inside = format!("{}/{}", dest.trim_end_matches('/'), name.to_string_lossy());
             let meta = fs::symlink_metadata(&host).map_err(read_err(&host))?;
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -180,10 +188,13 @@ impl Tree {
                     })
                 }
                 None => {
-                    self.nodes.insert(parent.to_string(), Node {
-                        perm: 0o755,
-                        kind: Kind::Dir,
-                    });
+                    self.nodes.insert(
+                        parent.to_string(),
+                        Node {
+                            perm: 0o755,
+                            kind: Kind::Dir,
+                        },
+                    );
                 }
             }
             end += pos + 1;
@@ -329,7 +340,10 @@ impl ManifestEntry {
             _ => ("other", None, None, None),
         };
         Self {
-            path: format!("/{}", e.name.trim_start_matches("./").trim_start_matches('/')),
+            path: format!(
+                "/{}",
+                e.name.trim_start_matches("./").trim_start_matches('/')
+            ),
             kind: kind.to_string(),
             mode: format!("{:04o}", e.mode & mode::PERM_MASK),
             size,
