@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use cocoon_attester::describe_file;
 use cocoon_attester::parse::snp::{verify_report_signature, SnpReport};
 use cocoon_attester::parse::tdx::{TdQuote, TdReport};
 use cocoon_attester::parse::{detect, Parsed};
-use cocoon_attester::describe_file;
 use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use x509_cert::der::asn1::{OctetString, Uint};
@@ -50,7 +50,10 @@ fn every_snp_fixture_is_recognised() {
         let bytes = std::fs::read(&path).unwrap();
         if name.contains("report") {
             let text = describe_file(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(text.contains("SEV-SNP attestation report"), "{name}: {text}");
+            assert!(
+                text.contains("SEV-SNP attestation report"),
+                "{name}: {text}"
+            );
             reports += 1;
         } else if name.ends_with(".der") {
             x509_cert::Certificate::from_der(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -134,7 +137,10 @@ fn trustee_vcek_report_fields() {
     assert_eq!(r.signing_key(), "VCEK");
     assert!(!r.is_turin_like());
     let tcb = r.reported_tcb();
-    assert_eq!((tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode), (3, 0, 8, 115));
+    assert_eq!(
+        (tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode),
+        (3, 0, 8, 115)
+    );
     assert_eq!(&r.chip_id[..4], &[0xc3, 0x84, 0x27, 0xa3]);
     check_against_certificate(&r, &fixture("snp/trustee-test-vcek.der"), true);
 
@@ -154,10 +160,16 @@ fn trustee_vlek_report_fields() {
     let r = SnpReport::from_bytes(&bytes).unwrap();
     assert_eq!(r.version.get(), 3);
     assert_eq!(r.signing_key(), "VLEK");
-    assert_eq!((r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step), (0x19, 0x01, 0x01));
+    assert_eq!(
+        (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step),
+        (0x19, 0x01, 0x01)
+    );
     assert_eq!(r.chip_id, [0u8; 64], "VLEK reports mask the chip ID");
     let tcb = r.reported_tcb();
-    assert_eq!((tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode), (4, 0, 0x18, 0xd9));
+    assert_eq!(
+        (tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode),
+        (4, 0, 0x18, 0xd9)
+    );
     check_against_certificate(&r, &fixture("snp/trustee-test-vlek.der"), false);
 }
 
@@ -173,8 +185,14 @@ fn milan_hex_report_fields() {
 #[test]
 fn snp_signatures_verify_with_sev_and_with_ours() {
     let cases = [
-        (fixture("snp/trustee-test-report.bin"), fixture("snp/trustee-test-vcek.der")),
-        (fixture("snp/trustee-test-vlek-report.bin"), fixture("snp/trustee-test-vlek.der")),
+        (
+            fixture("snp/trustee-test-report.bin"),
+            fixture("snp/trustee-test-vcek.der"),
+        ),
+        (
+            fixture("snp/trustee-test-vlek-report.bin"),
+            fixture("snp/trustee-test-vlek.der"),
+        ),
         (milan_hex_report(), fixture("snp/sev-vcek_milan.der")),
     ];
     for (report, vek) in &cases {
@@ -198,7 +216,10 @@ fn a_flipped_byte_fails_the_signature() {
         let mut bad = report.clone();
         bad[at] ^= 0x01;
         let parsed = AttestationReport::from_bytes(&bad).unwrap();
-        assert!((&cert, &parsed).verify().is_err(), "sev accepted a flip at {at:#x}");
+        assert!(
+            (&cert, &parsed).verify().is_err(),
+            "sev accepted a flip at {at:#x}"
+        );
     }
     // ... and through our raw-bytes check, including reserved bytes sev does not model.
     for at in (0..0x2A0).step_by(29).chain([0x4C, 0x18B, 0x208]) {
@@ -267,13 +288,19 @@ fn quote_v4_matches_trustee_claims() {
     let q = TdQuote::from_bytes(&fixture("tdx/trustee-tdx_quote_4.dat")).unwrap();
     assert_eq!(q.version(), 4);
     assert_eq!(q.header.att_key_type.get(), 2);
-    assert_eq!(hex::encode(q.header.qe_vendor_id), "939a7233f79c4ca9940a0db3957f0607");
+    assert_eq!(
+        hex::encode(q.header.qe_vendor_id),
+        "939a7233f79c4ca9940a0db3957f0607"
+    );
     assert_eq!(
         hex::encode(q.header.user_data),
         "d099bfec0a477aa85a605dceabf2b10800000000"
     );
     let b = &q.body;
-    assert_eq!(hex::encode(b.tee_tcb_svn), "03000500000000000000000000000000");
+    assert_eq!(
+        hex::encode(b.tee_tcb_svn),
+        "03000500000000000000000000000000"
+    );
     assert_eq!(
         hex::encode(b.mrseam),
         "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656"
@@ -316,11 +343,17 @@ fn quote_v5_has_a_td15_body() {
 fn truncated_quote_is_an_error() {
     let bytes = fixture("tdx/trustee-tdx_quote_4.dat");
     for len in [10, 48, 600, 640, bytes.len() - 1] {
-        assert!(TdQuote::from_bytes(&bytes[..len]).is_err(), "accepted {len} bytes");
+        assert!(
+            TdQuote::from_bytes(&bytes[..len]).is_err(),
+            "accepted {len} bytes"
+        );
     }
     let mut sgx = bytes.clone();
     sgx[4] = 0; // tee_type SGX
-    assert!(TdQuote::from_bytes(&sgx).unwrap_err().to_string().contains("not TDX"));
+    assert!(TdQuote::from_bytes(&sgx)
+        .unwrap_err()
+        .to_string()
+        .contains("not TDX"));
 }
 
 #[test]
@@ -329,7 +362,10 @@ fn describe_accepts_hex_and_base64_text() {
     let report = fixture("snp/trustee-test-report.bin");
     let from_hex = describe_file(hex::encode(&report).as_bytes()).unwrap();
     assert!(from_hex.contains("decoded from hex"));
-    assert!(from_hex.contains(&format!("measurement          {}", hex::encode(&report[0x90..0xC0]))));
+    assert!(from_hex.contains(&format!(
+        "measurement          {}",
+        hex::encode(&report[0x90..0xC0])
+    )));
     let quote = fixture("tdx/trustee-tdx_quote_4.dat");
     let b64 = base64::engine::general_purpose::STANDARD.encode(&quote);
     let text = describe_file(b64.as_bytes()).unwrap();

@@ -70,7 +70,12 @@ fn cert_entries() -> Vec<CertTableEntry> {
     let der: Vec<Vec<u8>> = pem
         .split_inclusive("-----END CERTIFICATE-----")
         .filter(|c| c.contains("BEGIN"))
-        .map(|c| Certificate::from_pem(c.trim().as_bytes()).unwrap().to_der().unwrap())
+        .map(|c| {
+            Certificate::from_pem(c.trim().as_bytes())
+                .unwrap()
+                .to_der()
+                .unwrap()
+        })
         .collect();
     vec![
         CertTableEntry::new(CertType::VCEK, fixture("snp/sev-vcek_milan.der")),
@@ -167,7 +172,10 @@ fn snp_evidence_has_the_sev_6_3_shape() {
 #[test]
 fn snp_evidence_v3_report_and_no_certs() {
     let raw = fixture("snp/trustee-test-vlek-report.bin");
-    let json = SnpEvidence::from_raw(&raw, None).unwrap().to_json().unwrap();
+    let json = SnpEvidence::from_raw(&raw, None)
+        .unwrap()
+        .to_json()
+        .unwrap();
     assert!(json.ends_with(",\"cert_chain\":null}"), "{json}");
     assert!(json.contains("\"cpuid_fam_id\":25,\"cpuid_mod_id\":1,\"cpuid_step\":1,"));
     // An all-zero table (host gave no certificates) is also `null`.
@@ -197,7 +205,10 @@ fn tdx_evidence_round_trips_to_the_fixture_bytes() {
     assert_eq!(v.as_object().unwrap().len(), 2);
     let b64 = base64::engine::general_purpose::STANDARD;
     assert_eq!(b64.decode(v["quote"].as_str().unwrap()).unwrap(), quote);
-    assert_eq!(b64.decode(v["cc_eventlog"].as_str().unwrap()).unwrap(), ccel);
+    assert_eq!(
+        b64.decode(v["cc_eventlog"].as_str().unwrap()).unwrap(),
+        ccel
+    );
 
     let back: TdxEvidence = serde_json::from_str(&json).unwrap();
     assert_eq!(back.quote_bytes().unwrap(), quote);

@@ -73,7 +73,11 @@ fn tdx_quote_through_configfs() {
         },
     );
     let out = entry.generate("tdx_guest", &report_data(), false).unwrap();
-    assert_eq!(k.join().unwrap(), report_data(), "the kernel saw our 64 bytes");
+    assert_eq!(
+        k.join().unwrap(),
+        report_data(),
+        "the kernel saw our 64 bytes"
+    );
     assert_eq!(out.provider, "tdx_guest");
     assert_eq!(out.outblob, quote);
     assert_eq!(out.auxblob, None);
@@ -84,13 +88,12 @@ fn snp_report_and_certificates_through_configfs() {
     let root = tempfile::tempdir().unwrap();
     let tsm = TsmReport::new(root.path());
     let report = fixture("snp/trustee-test-report.bin");
-    let table = cocoon_attester::snp::certs::build_cert_table(&[
-        sev::firmware::host::CertTableEntry::new(
+    let table =
+        cocoon_attester::snp::certs::build_cert_table(&[sev::firmware::host::CertTableEntry::new(
             sev::firmware::host::CertType::VCEK,
             fixture("snp/trustee-test-vcek.der"),
-        ),
-    ])
-    .unwrap();
+        )])
+        .unwrap();
 
     let entry = tsm.create_entry().unwrap();
     emulate_mkdir(entry.path(), "sev_guest");
@@ -123,7 +126,9 @@ fn empty_outblob_is_its_own_error() {
             auxblob: None,
         },
     );
-    let err = entry.generate("tdx_guest", &report_data(), false).unwrap_err();
+    let err = entry
+        .generate("tdx_guest", &report_data(), false)
+        .unwrap_err();
     k.join().unwrap();
     assert!(matches!(err, TsmError::EmptyOutblob { .. }), "{err:?}");
     assert!(err.to_string().contains("outblob is empty"));
@@ -143,7 +148,9 @@ fn generation_race_is_its_own_error() {
             auxblob: None,
         },
     );
-    let err = entry.generate("tdx_guest", &report_data(), false).unwrap_err();
+    let err = entry
+        .generate("tdx_guest", &report_data(), false)
+        .unwrap_err();
     k.join().unwrap();
     match err {
         TsmError::GenerationRace { expected, found } => assert_eq!((expected, found), (1, 2)),
@@ -157,10 +164,15 @@ fn wrong_provider_is_its_own_error_and_writes_nothing() {
     let entry = TsmReport::new(root.path()).create_entry().unwrap();
     std::fs::write(entry.path().join("provider"), "sev_guest\n").unwrap();
     // No inblob/outblob here: a write or read would fail with another error.
-    let err = entry.generate("tdx_guest", &report_data(), false).unwrap_err();
+    let err = entry
+        .generate("tdx_guest", &report_data(), false)
+        .unwrap_err();
     match &err {
         TsmError::WrongProvider { expected, found } => {
-            assert_eq!((expected.as_str(), found.as_str()), ("tdx_guest", "sev_guest"))
+            assert_eq!(
+                (expected.as_str(), found.as_str()),
+                ("tdx_guest", "sev_guest")
+            )
         }
         other => panic!("expected wrong provider, got {other:?}"),
     }
@@ -173,12 +185,20 @@ fn bad_generation_and_inblob_length() {
     let entry = TsmReport::new(root.path()).create_entry().unwrap();
     std::fs::write(entry.path().join("provider"), "tdx_guest\n").unwrap();
     std::fs::write(entry.path().join("generation"), "many\n").unwrap();
-    let err = entry.generate("tdx_guest", &report_data(), false).unwrap_err();
+    let err = entry
+        .generate("tdx_guest", &report_data(), false)
+        .unwrap_err();
     assert!(matches!(err, TsmError::BadGeneration { .. }), "{err:?}");
     let err = entry.generate("tdx_guest", &[0u8; 65], false).unwrap_err();
-    assert!(matches!(err, TsmError::InblobLength { len: 65, .. }), "{err:?}");
+    assert!(
+        matches!(err, TsmError::InblobLength { len: 65, .. }),
+        "{err:?}"
+    );
     let err = entry.generate("tdx_guest", &[], false).unwrap_err();
-    assert!(matches!(err, TsmError::InblobLength { len: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, TsmError::InblobLength { len: 0, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
