@@ -153,6 +153,16 @@ pub enum Error {
         /// Hex of the register.
         actual: String,
     },
+    /// The report or quote does not carry the report data we asked for.
+    #[error("the {tee} report does not carry our report data: asked for {expected}, got {actual}")]
+    ReportDataMismatch {
+        /// Which TEE.
+        tee: &'static str,
+        /// Hex of what we asked for.
+        expected: String,
+        /// Hex of what came back.
+        actual: String,
+    },
     /// Input that is not a report, quote or evidence we know.
     #[error("malformed {what}: {detail}")]
     Malformed {

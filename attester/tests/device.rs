@@ -46,6 +46,8 @@ struct FakeSevGuest {
     fail: Option<(Errno, u64)>,
     /// MSG_REPORT_RSP status to return.
     status: u32,
+    /// Put the requested report data into the report (a real PSP always does).
+    echo: bool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -57,6 +59,7 @@ impl FakeSevGuest {
             claim_len: None,
             fail: None,
             status: 0,
+            echo: true,
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -91,7 +94,9 @@ impl SnpGuestDevice for FakeSevGuest {
         }
         certs[..self.cert_table.len()].copy_from_slice(&self.cert_table);
         let mut report = self.report.clone();
-        report[0x50..0x90].copy_from_slice(&req.data.user_data);
+        if self.echo {
+            report[0x50..0x90].copy_from_slice(&req.data.user_data);
+        }
         resp.data[..4].copy_from_slice(&self.status.to_le_bytes());
         resp.data[4..8].copy_from_slice(&(report.len() as u32).to_le_bytes());
         resp.data[0x20..0x20 + report.len()].copy_from_slice(&report);
@@ -177,6 +182,15 @@ fn evidence_generation_time_with_the_double() {
     let per = start.elapsed() / n;
     // Informational (run with --nocapture): serialisation cost without hardware.
     eprintln!("SNP evidence with the test double (2 ioctls, ~20 KB certs): {per:?} per call");
+}
+
+#[test]
+fn a_report_without_our_report_data_is_refused() {
+    let mut dev = FakeSevGuest::new(Vec::new());
+    dev.echo = false;
+    let attester = Attester::snp(SnpAttester::new(SnpTransport::Device(Box::new(dev))));
+    let err = attester.evidence(b"fresh nonce").unwrap_err();
+    assert!(matches!(err, Error::ReportDataMismatch { .. }), "{err}");
 }
 
 #[test]

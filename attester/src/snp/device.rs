@@ -113,7 +113,9 @@ impl SnpIoctlError {
 /// The implementation points the request at `certs` (setting `certs_address` and
 /// `certs_len` from it, or zero for an empty slice) and at `resp`, and issues the ioctl.
 /// When the kernel reports that the buffer is too small it has written the needed length
-/// to `req.certs_len`; the implementation must leave it there for the caller.
+/// to `req.certs_len`; the implementation must leave it there for the caller and return an
+/// error whose `exitinfo2` carries VMM error 1 (`SNP_GUEST_VMM_ERR_INVALID_LEN`), whatever
+/// the kernel version's return code was.
 pub trait SnpGuestDevice: Send + Sync {
     /// Issue one extended report request.
     fn get_ext_report(
@@ -191,6 +193,17 @@ impl SnpGuestDevice for SevGuestDevice {
         // bounds, and all three outlive the ioctl.
         let rc = unsafe { ioctl::snp_get_ext_report(self.file.as_raw_fd(), &mut arg) };
         match rc {
+            // Some kernels (5.19-era) return success with "buffer too small" in exitinfo2:
+            // report that the way current kernels do, so callers see one behaviour.
+            Ok(_)
+                if (arg.exitinfo2 >> abi::SNP_VMM_ERR_SHIFT) as u32
+                    == abi::SNP_VMM_ERR_INVALID_LEN =>
+            {
+                Err(SnpIoctlError {
+                    errno: nix::errno::Errno::EIO,
+                    exitinfo2: arg.exitinfo2,
+                })
+            }
             Ok(_) => Ok(()),
             Err(errno) => Err(SnpIoctlError {
                 errno,

@@ -129,6 +129,20 @@ impl SnpAttester {
     /// Evidence JSON for `report_data` (already padded to 64 bytes).
     pub fn evidence(&self, report_data: &[u8; abi::REPORT_DATA_LEN]) -> Result<String, Error> {
         let ext = self.raw_report(report_data)?;
+        // Check what we send: our report data, at VMPL 0.
+        let parsed = SnpReport::from_bytes(&ext.report)?;
+        if parsed.report_data != *report_data {
+            return Err(Error::ReportDataMismatch {
+                tee: "SEV-SNP",
+                expected: hex::encode(report_data),
+                actual: hex::encode(parsed.report_data),
+            });
+        }
+        if parsed.vmpl.get() != abi::SNP_VMPL {
+            return Err(Error::SnpBadResponse {
+                detail: format!("report is for VMPL {}, not 0", parsed.vmpl.get()),
+            });
+        }
         SnpEvidence::from_raw(&ext.report, ext.cert_table.as_deref())?.to_json()
     }
 

@@ -140,7 +140,15 @@ impl TdxAttester {
     /// Evidence JSON for `report_data` (already padded to 64 bytes).
     pub fn evidence(&self, report_data: &[u8; abi::REPORT_DATA_LEN]) -> Result<String, Error> {
         let quote = self.quote(report_data)?;
-        TdQuote::from_bytes(&quote)?;
+        // Check what we send: a TD quote binding our report data.
+        let parsed = TdQuote::from_bytes(&quote)?;
+        if parsed.body.report_data != *report_data {
+            return Err(Error::ReportDataMismatch {
+                tee: "TDX",
+                expected: hex::encode(report_data),
+                actual: hex::encode(parsed.body.report_data),
+            });
+        }
         let log = self.eventlog()?;
         TdxEvidence::new(&quote, log.as_deref()).to_json()
     }
