@@ -64,6 +64,16 @@ pub fn pad_report_data(report_data: &[u8]) -> Result<[u8; abi::REPORT_DATA_LEN],
     Ok(out)
 }
 
+/// Report data from hex text (`attest --report-data HEX`): at most 64 bytes.
+pub fn report_data_from_hex(text: &str) -> Result<Vec<u8>, Error> {
+    let data = hex::decode(text.trim()).map_err(|e| Error::Malformed {
+        what: "report data hex",
+        detail: e.to_string(),
+    })?;
+    pad_report_data(&data)?;
+    Ok(data)
+}
+
 #[derive(Debug)]
 enum Backend {
     Snp(SnpAttester),
@@ -167,5 +177,23 @@ impl Attester {
                 what: "runtime measurement with the sample attester",
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_data_hex() {
+        assert_eq!(report_data_from_hex(" 00ff \n").unwrap(), vec![0, 255]);
+        assert!(report_data_from_hex("0g").is_err());
+        assert!(matches!(
+            report_data_from_hex(&"00".repeat(65)),
+            Err(Error::ReportDataTooLong { len: 65 })
+        ));
+        assert_eq!(pad_report_data(&[1]).unwrap()[..2], [1, 0]);
+        assert_eq!(pad(&[1, 2, 3], 2), vec![1, 2]);
+        assert_eq!(pad(&[1], 3), vec![1, 0, 0]);
     }
 }

@@ -34,7 +34,7 @@
 //! ```
 //!
 //! For the `attest` debugging subcommand: `attest --report-data HEX` is
-//! [`Attester::evidence`] after a probe; `attest --parse FILE` is [`describe_file`], which
+//! [`report_data_from_hex`] then [`Attester::evidence`] after a probe; `attest --parse FILE` is [`describe_file`], which
 //! recognises a raw SEV-SNP report, TDREPORT or TD quote v4/v5, the same as hex or base64
 //! text, or evidence JSON, and pretty-prints it. [`parse::snp::verify_report_signature`]
 //! checks a report against a VCEK/VLEK certificate.
@@ -53,6 +53,6 @@ pub mod tsm;
 
 pub use abi::Tee;
 pub use error::Error;
-pub use evidence::{Attester, Evidence, InitdataBinding};
+pub use evidence::{report_data_from_hex, Attester, Evidence, InitdataBinding};
 pub use parse::describe_file;
 pub use probe::{AttesterChoice, Paths, Probe, Verdict};

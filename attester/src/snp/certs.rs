@@ -105,6 +105,20 @@ mod tests {
     }
 
     #[test]
+    fn sev_guids_are_the_ghcb_ones() {
+        use crate::abi::snp_cert_guid as g;
+        for (t, guid) in [
+            (CertType::ARK, g::ARK),
+            (CertType::ASK, g::ASK),
+            (CertType::VCEK, g::VCEK),
+            (CertType::VLEK, g::VLEK),
+            (CertType::CRL, g::CRL),
+        ] {
+            assert_eq!(cert_type_guid(&t).unwrap().to_string(), guid);
+        }
+    }
+
+    #[test]
     fn empty_table_is_empty() {
         assert!(parse_cert_table(&[0u8; 4096]).unwrap().is_empty());
     }
