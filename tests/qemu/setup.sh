@@ -37,6 +37,7 @@ PACKAGES=(
     xz-utils zstd gzip # decompressing and comparing artefacts in scripts
     socat              # hybrid-vsock handshakes in scripts
     python3            # small helpers in the smoke test
+    make flex bison bc # kconfig: kernel-config/build-kernel.sh --config-only in CI
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -69,9 +70,9 @@ fetch_deb() { # fetch_deb PACKAGE DESTDIR
     local pkg="$1" dest="$2" tmp
     tmp="$(mktemp -d)"
     chmod 0755 "$tmp" # lets apt drop privileges to _apt for the download
-    (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) || {
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null) || {
         as_root apt-get update -qq
-        (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null)
+        (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null)
     }
     rm -rf "$dest.partial"
     mkdir -p "$dest.partial"
@@ -121,5 +122,22 @@ for series in 6.1 6.12; do
     mv "$out.tmp" "$out"
     rm -rf "$CDIR/pkg-$series"
 done
+
+# Kconfig files of Debian's 6.12 source (not the whole tree: enough for
+# `make olddefconfig`, which CI runs through kernel-config/build-kernel.sh --config-only).
+SDIR="$BUILD/kernel-src"
+if [ ! -f "$SDIR/.complete" ]; then
+    log "fetching linux-source-6.12 (Kconfig files only)"
+    fetch_deb linux-source-6.12 "$SDIR.pkg"
+    rm -rf "$SDIR"
+    mkdir -p "$SDIR"
+    tar -xJf "$SDIR.pkg/usr/src/linux-source-6.12.tar.xz" -C "$SDIR" --wildcards \
+        '*Kconfig*' '*/scripts/*' '*Makefile*' '*/arch/x86/configs/*' '*/include/*'
+    rm -rf "$SDIR.pkg"
+    touch "$SDIR/.complete"
+else
+    log "kernel source (Kconfig) present"
+fi
+echo "KERNEL_SRC=$SDIR/linux-source-6.12" >>"$BUILD/kernel/env"
 
 log "done (kernel $KVER; configs in $CDIR)"
