@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# QEMU smoke test: boots our initrd (agent as PID 1) with Debian's 6.12 kernel under
+# OVMF, TCG, memfd-shared memory and vhost-user-vsock (vhost-device-vsock), then talks
+# ttRPC to the agent over the hybrid-vsock socket: Health.Check -> SERVING and
+# GetGuestDetails (agent is the init daemon). Nothing is left running afterwards.
+#
+#   bash tests/qemu/setup.sh && bash tests/qemu/smoke.sh
+#
+# Environment:
+#   COCOON_AGENT=PATH     use this agent binary instead of building cocoon-agent
+#   COCOON_CTL=PATH       use this cocoon-ctl instead of building it
+#   SMOKE_BOOT_TIMEOUT=S  seconds to wait for the agent's "listening on" line (default 150)
+#   SMOKE_KEEP=1          keep the work directory (initrd, console log) for inspection
+#   SMOKE_INITRD_ARGS=... extra rootfs-builder initrd arguments (e.g. --busybox /bin/busybox)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD="${COCOON_BUILD_DIR:-$ROOT/build}"
+BOOT_TIMEOUT="${SMOKE_BOOT_TIMEOUT:-150}"
+VSOCK_PORT=1024
+GUEST_CID=3
+MEM=512M
+
+log() { printf 'smoke: %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+elapsed() { echo $(( $(date +%s) - START )); }
+
+[ -f "$BUILD/kernel/env" ] || die "no $BUILD/kernel/env: run bash tests/qemu/setup.sh first"
+# shellcheck disable=SC1091
+. "$BUILD/kernel/env"
+for tool in qemu-system-x86_64 vhost-device-vsock; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$tool" ] ||
+        die "$tool not installed: run bash tests/qemu/setup.sh first"
+done
+export PATH="$PATH:$HOME/.cargo/bin"
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+[ -f "$OVMF_CODE" ] || die "no $OVMF_CODE: run bash tests/qemu/setup.sh first"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/cocoon-smoke.XXXXXX")"
+CONSOLE="$WORK/console.log"
+QEMU_PID="" VHOST_PID="" OK=""
+START=$(date +%s)
+
+cleanup() {
+    local rc=$?
+    for pid in $QEMU_PID $VHOST_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $QEMU_PID $VHOST_PID; do
+        # Give each a moment, then make sure.
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -z "$OK" ]; then
+        log "console log ($CONSOLE):"
+        if [ -f "$CONSOLE" ]; then sed 's/^/  | /' "$CONSOLE" >&2; else log "  (none)"; fi
+        [ -f "$WORK/vhost.log" ] && { log "vhost-device-vsock log:"; sed 's/^/  | /' "$WORK/vhost.log" >&2; }
+        rc=$(( rc == 0 ? 1 : rc ))
+    fi
+    if [ -n "${SMOKE_KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build ------------------------------------------------------------------------------
+cd "$ROOT"
+if [ -z "${COCOON_AGENT:-}" ]; then
+    log "building cocoon-agent (release, musl)"
+    cargo build --quiet --release --target x86_64-unknown-linux-musl -p cocoon-agent
+    COCOON_AGENT="$ROOT/target/x86_64-unknown-linux-musl/release/cocoon-agent"
+fi
+if [ -z "${COCOON_CTL:-}" ]; then
+    log "building cocoon-ctl"
+    cargo build --quiet -p cocoon-ctl
+    COCOON_CTL="$ROOT/target/debug/cocoon-ctl"
+fi
+cargo build --quiet -p rootfs-builder
+RB="$ROOT/target/debug/rootfs-builder"
+
+log "building the initrd (kernel $KERNEL_VERSION)"
+"$RB" initrd --agent "$COCOON_AGENT" --kernel-modules "$KERNEL_MODULES" \
+    ${SMOKE_INITRD_ARGS:-} -o "$WORK/initrd.img" --manifest "$WORK/manifest.json" >/dev/null
+"$RB" verify --initrd "$WORK/initrd.img" --manifest "$WORK/manifest.json" >/dev/null ||
+    die "initrd does not match its manifest"
+log "initrd $(stat -c %s "$WORK/initrd.img") bytes"
+
+# --- boot -------------------------------------------------------------------------------
+START=$(date +%s)
+vhost-device-vsock --guest-cid "$GUEST_CID" --socket "$WORK/vhost.sock" \
+    --uds-path "$WORK/vsock.sock" >"$WORK/vhost.log" 2>&1 &
+VHOST_PID=$!
+for _ in $(seq 1 100); do [ -S "$WORK/vhost.sock" ] && break; sleep 0.1; done
+[ -S "$WORK/vhost.sock" ] || die "vhost-device-vsock did not create its socket"
+
+cp "$OVMF_VARS" "$WORK/OVMF_VARS.fd"
+CMDLINE="console=ttyS0 agent.log=debug panic=1"
+qemu-system-x86_64 \
+    -machine q35,accel=tcg,memory-backend=mem -cpu max -smp 1 -m "$MEM" \
+    -object memory-backend-memfd,id=mem,size="$MEM",share=on \
+    -drive if=pflash,format=raw,unit=0,file="$OVMF_CODE",readonly=on \
+    -drive if=pflash,format=raw,unit=1,file="$WORK/OVMF_VARS.fd" \
+    -kernel "$KERNEL_IMAGE" -initrd "$WORK/initrd.img" -append "$CMDLINE" \
+    -chardev socket,id=vsock0,path="$WORK/vhost.sock" \
+    -device vhost-user-vsock-pci,chardev=vsock0 \
+    -nodefaults -display none -serial file:"$CONSOLE" -no-reboot \
+    >"$WORK/qemu.log" 2>&1 &
+QEMU_PID=$!
+log "QEMU pid $QEMU_PID, waiting for the agent (up to ${BOOT_TIMEOUT}s)"
+
+# Dial only after the agent says it listens: connecting earlier hangs now and then.
+while ! grep -q "listening on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
+    if ! kill -0 "$QEMU_PID" 2>/dev/null; then
+        cat "$WORK/qemu.log" >&2 || true
+        die "QEMU exited before the agent listened"
+    fi
+    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no 'listening on' line after ${BOOT_TIMEOUT}s"
+    sleep 0.5
+done
+log "agent listening after $(elapsed)s"
+
+# --- talk -------------------------------------------------------------------------------
+ADDR="hvsock://$WORK/vsock.sock:$VSOCK_PORT"
+ctl() { timeout 60 "$COCOON_CTL" --server-address "$ADDR" "$@"; }
+
+check_out="$(ctl Check)" || die "Health.Check failed: $check_out"
+log "Check: $(echo "$check_out" | tr -d '\n')"
+echo "$check_out" | grep -q SERVING || die "Health.Check did not answer SERVING"
+
+details="$(ctl GetGuestDetails '{"mem_block_size": true}')" || die "GetGuestDetails failed: $details"
+log "GetGuestDetails: $(echo "$details" | tr -d '\n' | cut -c1-300)"
+python3 - "$details" <<'EOF' || die "GetGuestDetails does not report the agent as init (PID 1)"
+import json, sys
+doc = json.loads(sys.argv[1])
+def find(o, keys):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k in keys:
+                return v
+            r = find(v, keys)
+            if r is not None:
+                return r
+    return None
+sys.exit(0 if find(doc, ("init_daemon", "initDaemon")) is True else 1)
+EOF
+
+grep -q "Kernel panic" "$CONSOLE" && die "kernel panic in the console log"
+log "PASS in $(elapsed)s after boot start"
+OK=1
