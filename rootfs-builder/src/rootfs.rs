@@ -279,7 +279,12 @@ pub fn build(
         kernel_cmdline: info.cmdline(root_device, fs_type.name()),
         verify_command,
         verity: info,
-        entries: tree.manifest(),
+        // erofs images carry no device nodes (see `stage`).
+        entries: tree
+            .manifest()
+            .into_iter()
+            .filter(|e| fs_type == FsType::Ext4 || e.kind != "chardev")
+            .collect(),
     })
 }
 

@@ -54,8 +54,14 @@ fn external_list(img: &Path, reader: &[&str]) -> Vec<String> {
 fn archive_matches_manifest_for_all_readers() {
     require("cpio");
     require("bsdcpio");
+    require("bsdtar");
     let dir = tempfile::tempdir().unwrap();
-    let m = build(dir.path(), "initrd.img", &[]);
+    let busybox = require("busybox");
+    let m = build(
+        dir.path(),
+        "initrd.img",
+        &["--busybox", busybox.to_str().unwrap()],
+    );
     let img = dir.path().join("initrd.img");
     let manifest: initrd::InitrdManifest = serde_json::from_value(m.clone()).unwrap();
 
@@ -80,6 +86,48 @@ fn archive_matches_manifest_for_all_readers() {
     want.sort();
     assert_eq!(external_list(&img, &["cpio", "-t", "--quiet"]), want);
     assert_eq!(external_list(&img, &["bsdcpio", "-it"]), want);
+
+    // bsdtar extracts the same files, modes and links the manifest lists.
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    let cmd = format!(
+        "gzip -dc '{}' | bsdtar -xpf - -C '{}' --exclude dev/console",
+        img.display(),
+        x.display()
+    );
+    assert!(Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .status()
+        .unwrap()
+        .success());
+    for e in &manifest.entries {
+        let p = x.join(e.path.trim_start_matches('/'));
+        match e.kind.as_str() {
+            "file" => {
+                use sha2::Digest;
+                let data = std::fs::read(&p).unwrap();
+                assert_eq!(
+                    Some(hex::encode(sha2::Sha256::digest(&data))),
+                    e.sha256,
+                    "{}",
+                    e.path
+                );
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&p).unwrap().permissions(),
+                );
+                assert_eq!(format!("{:04o}", mode & 0o7777), e.mode, "{}", e.path);
+            }
+            "symlink" => assert_eq!(
+                std::fs::read_link(&p).unwrap().to_string_lossy(),
+                e.target.clone().unwrap().as_str()
+            ),
+            "dir" => assert!(p.is_dir(), "{}", e.path),
+            _ => {}
+        }
+    }
+
+    assert!(manifest.entries.iter().any(|e| e.path == "/bin/sh"));
 
     // Content: /init is the agent, /dev/console a device, modules decompressed in order.
     let init = entries.iter().find(|e| e.name == "init").unwrap();
