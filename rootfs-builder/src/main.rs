@@ -162,6 +162,10 @@ struct RefArgs {
     /// Skip the TDX RTMRs.
     #[arg(long)]
     no_tdx: bool,
+    /// Where TDVF puts `initrd=initrd` in the measured command line (current edk2:
+    /// prefix; older builds: suffix).
+    #[arg(long, value_enum, default_value = "prefix")]
+    tdx_initrd_arg: rootfs_builder::tdx::InitrdArg,
     /// Also write the JSON to this file.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> Result<bool> {
                 vmm: a.vmm,
                 memory_mib: a.memory_mib,
                 tdx: !a.no_tdx,
+                tdx_initrd_arg: a.tdx_initrd_arg,
             };
             let rv = reference::compute(&req)?;
             print_json(&rv, a.output.as_deref())?;

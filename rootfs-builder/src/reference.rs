@@ -74,6 +74,9 @@ pub struct Request {
     pub memory_mib: u64,
     /// Compute TDX RTMRs when a kernel is given.
     pub tdx: bool,
+    /// How the firmware adds `initrd=initrd` to the measured command line.
+    #[serde(default)]
+    pub tdx_initrd_arg: tdx::InitrdArg,
 }
 
 /// The SEV-SNP part.
@@ -197,6 +200,7 @@ pub fn compute(req: &Request) -> Result<ReferenceValues, ReferenceError> {
                 initrd.as_deref(),
                 req.cmdline.as_deref().unwrap_or(""),
                 req.memory_mib,
+                req.tdx_initrd_arg,
             )?;
             put("tdx_rtmr_1".into(), v.rtmr_1.clone());
             put("tdx_rtmr_2".into(), v.rtmr_2.clone());

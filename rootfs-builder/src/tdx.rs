@@ -9,8 +9,9 @@
 //!   around it: "Calling EFI Application from Boot Option", the separator, "Exit Boot
 //!   Services Invocation" and "Exit Boot Services Returned with Success".
 //! - RTMR2 (PCR 8/9): the kernel's EFI stub measures its `LoadOptions` (the command line
-//!   OVMF made, UTF-16LE, NUL-terminated, with ` initrd=initrd` appended when there is
-//!   an initrd) and then the initrd bytes.
+//!   OVMF made: UTF-16LE, NUL-terminated, with `initrd=initrd ` in front when there is an
+//!   initrd, as `X86QemuLoadImageLib` does in current edk2; older builds appended
+//!   ` initrd=initrd` instead, see [`InitrdArg`]) and then the initrd bytes.
 //!
 //! RTMR0 and MRTD depend on the firmware build, ACPI tables and VM shape and are not
 //! computed here. Each register is `SHA384(previous || event digest)` from zero.
@@ -36,6 +37,7 @@ pub struct TdxValues {
     /// The command line as measured.
     pub measured_cmdline: String,
     pub memory_mib: u64,
+    pub initrd_arg: InitrdArg,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,12 +205,25 @@ pub fn authenticode_sha384(d: &[u8]) -> Result<[u8; 48], TdxError> {
     Ok(h.finalize().into())
 }
 
+/// Where the firmware puts `initrd=initrd` in the kernel's `LoadOptions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InitrdArg {
+    /// `initrd=initrd <cmdline>` (edk2 `X86QemuLoadImageLib` today).
+    #[default]
+    Prefix,
+    /// `<cmdline> initrd=initrd` (older edk2).
+    Suffix,
+    /// The command line alone.
+    None,
+}
+
 /// The command line as OVMF hands it to the kernel.
-pub fn measured_cmdline(cmdline: &str, has_initrd: bool) -> String {
-    if has_initrd {
-        format!("{cmdline} initrd=initrd")
-    } else {
-        cmdline.to_string()
+pub fn measured_cmdline(cmdline: &str, has_initrd: bool, arg: InitrdArg) -> String {
+    match (has_initrd, arg) {
+        (true, InitrdArg::Prefix) => format!("initrd=initrd {cmdline}"),
+        (true, InitrdArg::Suffix) => format!("{cmdline} initrd=initrd"),
+        _ => cmdline.to_string(),
     }
 }
 
@@ -218,6 +233,7 @@ pub fn rtmrs(
     initrd: Option<&[u8]>,
     cmdline: &str,
     memory_mib: u64,
+    initrd_arg: InitrdArg,
 ) -> Result<TdxValues, TdxError> {
     let initrd_size = initrd.map_or(0, <[u8]>::len);
     let initrd_size =
@@ -231,7 +247,7 @@ pub fn rtmrs(
         sha384(b"Exit Boot Services Invocation"),
         sha384(b"Exit Boot Services Returned with Success"),
     ]);
-    let measured = measured_cmdline(cmdline, initrd.is_some());
+    let measured = measured_cmdline(cmdline, initrd.is_some(), initrd_arg);
     let mut utf16: Vec<u8> = measured.encode_utf16().flat_map(u16::to_le_bytes).collect();
     utf16.extend_from_slice(&[0, 0]);
     let cmdline_hash = sha384(&utf16);
@@ -246,6 +262,7 @@ pub fn rtmrs(
         cmdline_sha384: hex::encode(cmdline_hash),
         measured_cmdline: measured,
         memory_mib,
+        initrd_arg,
     })
 }
 
@@ -292,7 +309,14 @@ mod tests {
 
     #[test]
     fn cmdline_gets_initrd_suffix() {
-        assert_eq!(measured_cmdline("a", true), "a initrd=initrd");
-        assert_eq!(measured_cmdline("a", false), "a");
+        assert_eq!(
+            measured_cmdline("a", true, InitrdArg::Prefix),
+            "initrd=initrd a"
+        );
+        assert_eq!(
+            measured_cmdline("a", true, InitrdArg::Suffix),
+            "a initrd=initrd"
+        );
+        assert_eq!(measured_cmdline("a", false, InitrdArg::Prefix), "a");
     }
 }

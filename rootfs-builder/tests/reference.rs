@@ -193,6 +193,6 @@ fn tdx_rtmrs_from_debian_kernel() {
     assert_eq!(a["tdx"], b["tdx"]);
     assert_eq!(a["tdx"]["rtmr_1"], c["tdx"]["rtmr_1"]);
     assert_ne!(a["tdx"]["rtmr_2"], c["tdx"]["rtmr_2"]);
-    assert_eq!(a["tdx"]["measured_cmdline"], "a initrd=initrd");
+    assert_eq!(a["tdx"]["measured_cmdline"], "initrd=initrd a");
     assert_eq!(a["tdx"]["rtmr_1"].as_str().unwrap().len(), 96);
 }
