@@ -40,7 +40,9 @@ impl ProtobufCustomizeCallback for Serde {
             None
         };
         match with {
-            Some(module) => ProtobufCustomize::default().before(&format!("#[serde(with = \"{module}\")]")),
+            Some(module) => {
+                ProtobufCustomize::default().before(&format!("#[serde(with = \"{module}\")]"))
+            }
             None => ProtobufCustomize::default(),
         }
     }
@@ -52,13 +54,24 @@ impl ProtobufCustomizeCallback for Serde {
 
 /// Generated files start with inner attributes and `//!` docs; we `include!` them inside
 /// a `mod`, where those are not allowed, so drop them (lib.rs carries the allows).
-fn strip_inner_attributes(path: &Path) -> std::io::Result<()> {
+///
+/// The generated default for a method the server does not implement answers
+/// `NOT_FOUND "... is not supported"`; gRPC and the Kata runtime expect `UNIMPLEMENTED`,
+/// so rewrite it (the message keeps the full method name).
+fn post_process(path: &Path) -> std::io::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with("#![") && !l.starts_with("//!"))
         .collect();
-    std::fs::write(path, kept.join("\n"))
+    let text = kept
+        .join("\n")
+        .replace(
+            "::ttrpc::Code::NOT_FOUND, \"/",
+            "::ttrpc::Code::UNIMPLEMENTED, \"/",
+        )
+        .replace(" is not supported\"", " is not implemented\"");
+    std::fs::write(path, text)
 }
 
 fn main() -> std::io::Result<()> {
@@ -84,7 +97,7 @@ fn main() -> std::io::Result<()> {
     for entry in std::fs::read_dir(&out_dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rs") {
-            strip_inner_attributes(&path)?;
+            post_process(&path)?;
         }
     }
     Ok(())

@@ -1,2 +1,86 @@
-//! The Cocoon agent binary.
-fn main() {}
+//! `cocoon-agent`: the binary's edge. Parses arguments, runs the agent, and — as PID 1 —
+//! makes sure the VM powers off instead of returning (which would panic the kernel).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cocoon_agent::config::AgentConfig;
+use cocoon_agent::rpc::agent::GuestInfo;
+use cocoon_agent::{init, logging, reaper, server};
+
+#[derive(Parser)]
+#[command(
+    name = "cocoon-agent",
+    version,
+    about = "Kata agent for confidential VMs"
+)]
+struct Cli {
+    /// TOML configuration file (replaces the kernel command line's agent.* keys).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let is_init = init::is_init();
+    if is_init {
+        // With panic=abort a panic in PID 1 would kill init and panic the kernel.
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("cocoon-agent: fatal: {info}");
+            init::power_off();
+        }));
+    }
+    let result = run(cli, is_init);
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "agent failed");
+        eprintln!("cocoon-agent: {e:#}");
+    }
+    if is_init {
+        init::power_off();
+    }
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+fn run(cli: Cli, is_init: bool) -> anyhow::Result<()> {
+    if is_init {
+        init::early_mounts().context("PID 1 early mounts")?;
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let loaded = AgentConfig::load(cli.config.as_deref(), &cmdline, |k| std::env::var(k).ok())
+        .context("reading the agent configuration")?;
+    let config = loaded.config;
+    let sink = logging::init(config.log_level, config.log_vport);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        version = cocoon_agent::VERSION,
+        pid = std::process::id(),
+        is_init,
+        "starting"
+    );
+
+    if is_init {
+        init::mount_cgroups().context("mounting cgroup2")?;
+        init::finish_setup().context("PID 1 setup")?;
+        let loaded = init::load_modules(std::path::Path::new(init::MODULES_ORDER))
+            .context("loading kernel modules")?;
+        tracing::info!(modules = loaded, "init done");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let _reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
+        let info = GuestInfo {
+            init_daemon: is_init,
+            extra_features: Vec::new(),
+        };
+        server::serve(&config.server_addr, info, &sink, is_init).await?;
+        anyhow::Ok(())
+    })
+}

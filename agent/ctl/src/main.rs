@@ -1,0 +1,87 @@
+//! `cocoon-ctl`: call the agent by hand.
+//!
+//! `cocoon-ctl --server-address unix:///tmp/agent.sock GetGuestDetails '{"mem_block_size":true}'`
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use cocoon_ctl::{call_json, connect, method_names, Address};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Call any Kata agent RPC with a JSON request; prints the JSON response"
+)]
+struct Cli {
+    /// unix:///path, unix://@name, vsock://CID:PORT or hvsock:///path/to/socket:PORT
+    #[arg(long, short = 'a')]
+    server_address: Option<String>,
+    /// Per-call timeout, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Keep retrying connect + call for up to this many seconds (for an agent still starting).
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+    /// List the methods and exit.
+    #[arg(long)]
+    list: bool,
+    /// Method name: Check, Version, or any AgentService method (CreateContainer, ...).
+    method: Option<String>,
+    /// Request as JSON (proto field names); default `{}`. `@FILE` reads it from FILE.
+    request: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.list {
+        for name in method_names() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    let method = cli.method.context("a METHOD is required (try --list)")?;
+    let addr: Address = cli
+        .server_address
+        .context("--server-address is required")?
+        .parse()?;
+    let request = match cli.request.as_deref() {
+        None => "{}".to_string(),
+        Some(file) if file.starts_with('@') => std::fs::read_to_string(&file[1..])
+            .with_context(|| format!("reading request from {}", &file[1..]))?,
+        Some(json) => json.to_string(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timeout = Duration::from_secs(cli.timeout);
+    let deadline = Instant::now() + Duration::from_secs(cli.wait);
+    let response = runtime.block_on(async {
+        loop {
+            let attempt = async {
+                let client = connect(&addr).await?;
+                call_json(&client, &method, &request, timeout).await
+            };
+            match attempt.await {
+                Ok(json) => return Ok(json),
+                Err(e) if Instant::now() < deadline && retryable(&e) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })?;
+    println!("{response}");
+    Ok(())
+}
+
+/// While waiting for an agent to come up, only connection-level failures are retried.
+fn retryable(e: &cocoon_ctl::CtlError) -> bool {
+    matches!(
+        e,
+        cocoon_ctl::CtlError::Connect { .. }
+            | cocoon_ctl::CtlError::Handshake { .. }
+            | cocoon_ctl::CtlError::Transport { .. }
+    )
+}

@@ -1,0 +1,20 @@
+//! The Cocoon agent: PID 1 and the Kata agent inside a confidential VM.
+//!
+//! This crate wires everything together. It owns start-up (as PID 1: the early mounts,
+//! console, cgroups, hostname, loopback, kernel modules — see [`init`]), configuration
+//! read the way upstream kata-agent reads it ([`config`]), structured logging
+//! ([`logging`]), reaping of orphans and exit statuses ([`reaper`]), and the ttrpc server
+//! that answers the Kata runtime's `grpc.AgentService` and `grpc.Health` over vsock
+//! ([`server`], handlers in [`rpc`]). Data flows one way: a request arrives in [`rpc`],
+//! is checked, acted on, and answered; later crates (attestation, image pull) are called
+//! from here and never call back.
+
+pub mod config;
+pub mod init;
+pub mod logging;
+pub mod reaper;
+pub mod rpc;
+pub mod server;
+
+/// The agent's version, reported by `Health.Version` and `GetGuestDetails`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

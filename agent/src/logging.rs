@@ -1,0 +1,134 @@
+//! Structured JSON logs (`tracing`), to stdout or to a vsock port.
+//!
+//! With `agent.log_vport=N` the agent listens on vsock port N, as upstream does, and once
+//! the host connects every log line goes there; until then, and if the host goes away,
+//! lines go to stdout (the console when we are PID 1).
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::LogLevel;
+
+/// Where log lines go: the vsock log connection when there is one, else stdout.
+#[derive(Clone, Default)]
+pub struct LogSink {
+    vsock: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+impl LogSink {
+    /// True once a host is reading our logs over vsock.
+    pub fn is_remote(&self) -> bool {
+        self.vsock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn write_line(&self, buf: &[u8]) -> std::io::Result<()> {
+        let mut remote = self.vsock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conn) = remote.as_mut() {
+            if conn.write_all(buf).is_ok() {
+                return Ok(());
+            }
+            // The host went away: fall back to the console rather than lose lines.
+            *remote = None;
+        }
+        drop(remote);
+        std::io::stdout().lock().write_all(buf)
+    }
+}
+
+/// One log event's writer (tracing formats an event, then writes it in one call).
+pub struct LineWriter(LogSink);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_line(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(self.clone())
+    }
+}
+
+/// Installs the global JSON subscriber at `level`. With a non-zero `vport`, starts
+/// listening for the host's log reader on that vsock port.
+pub fn init(level: LogLevel, vport: u32) -> LogSink {
+    let sink = LogSink::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_max_level(level.as_tracing())
+        .with_writer(sink.clone())
+        .finish();
+    // Only fails if a subscriber is already set, which main() never does twice.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+
+    if vport != 0 {
+        match listen_vsock(vport) {
+            Ok(listener) => {
+                let target = sink.vsock.clone();
+                std::thread::spawn(move || accept_log_reader(listener, target));
+            }
+            Err(e) => {
+                tracing::warn!(vport, error = %e, "cannot listen for the log reader on vsock; logging to the console")
+            }
+        }
+    }
+    sink
+}
+
+fn listen_vsock(port: u32) -> nix::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+    socket::listen(&fd, Backlog::new(1)?)?;
+    Ok(fd)
+}
+
+fn accept_log_reader(listener: OwnedFd, target: Arc<Mutex<Option<std::fs::File>>>) {
+    loop {
+        match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => {
+                // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+                let conn = unsafe { std::fs::File::from_raw_fd(fd) };
+                *target.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+                tracing::info!("log reader connected over vsock");
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting the vsock log reader failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Says `message` on the console even when logs go to vsock: harnesses and people wait
+/// for some lines (`listening on ...`) there.
+pub fn announce(sink: &LogSink, message: &str) {
+    tracing::info!("{message}");
+    if sink.is_remote() {
+        let line = serde_json::json!({ "level": "INFO", "message": message });
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}

@@ -1,0 +1,133 @@
+//! Support for tests that run the real agent binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_cocoon-agent");
+
+/// The agent running as a child process; killed on drop.
+pub struct AgentProcess {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl AgentProcess {
+    /// Starts `command` (the agent, possibly wrapped) and waits for `listening on`.
+    pub fn start(mut command: Command) -> AgentProcess {
+        command
+            .env_remove("KATA_AGENT_LOG_LEVEL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawning the agent");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut agent = AgentProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        agent.wait_for_line("listening on", Duration::from_secs(20));
+        agent
+    }
+
+    /// The plain agent on a unix socket.
+    pub fn start_unix(socket: &Path) -> AgentProcess {
+        let mut command = Command::new(AGENT);
+        command.env(
+            "KATA_AGENT_SERVER_ADDR",
+            format!("unix://{}", socket.display()),
+        );
+        AgentProcess::start(command)
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "agent never printed {needle:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to end; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Collect what it printed last, until its pipes close.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent did not exit; output:\n{}",
+                self.seen.join("\n")
+            );
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_socket(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("agent.sock")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Calls `method` over a fresh connection; returns the JSON response or the error text.
+pub fn call(addr: &str, method: &str, json: &str) -> Result<serde_json::Value, String> {
+    runtime().block_on(async {
+        let addr: cocoon_ctl::Address = addr.parse().map_err(|e| format!("{e}"))?;
+        let client = cocoon_ctl::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = cocoon_ctl::call_json(&client, method, json, Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(serde_json::from_str(&text).unwrap())
+    })
+}
