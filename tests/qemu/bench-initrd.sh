@@ -6,9 +6,12 @@
 #
 #   bash tests/qemu/setup.sh && bash tests/qemu/bench-initrd.sh
 #
-# Content (what the e2e test needs): the release musl agent, the kernel modules it needs
-# from Debian's 6.12 tree, the built-in pause bundle, the host's CA bundle, and busybox
-# (debug console). COCOON_AGENT=PATH skips building the agent.
+# Content (a superset of what the e2e test needs): the release musl agent, every module
+# Debian's 6.12 kernel builds as =m for an option of the base and confidential
+# fragments (`kernel-config modules`: vsock, virtio-blk/net, overlay, ext4, erofs,
+# dm-crypt, netfilter, sev-guest, tdx-guest, tsm, ...) with their dependencies, the
+# built-in pause bundle, the host's CA bundle, and busybox (debug console).
+# COCOON_AGENT=PATH skips building the agent.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,12 +25,14 @@ if [ -z "${COCOON_AGENT:-}" ]; then
     cargo build --quiet --release --target x86_64-unknown-linux-musl -p cocoon-agent
     COCOON_AGENT="$ROOT/target/x86_64-unknown-linux-musl/release/cocoon-agent"
 fi
-cargo build --quiet --release -p rootfs-builder
+cargo build --quiet --release -p rootfs-builder -p kernel-config
 RB="$ROOT/target/release/rootfs-builder"
+mapfile -t MODS < <("$ROOT/target/release/kernel-config" modules --config "$KERNEL_CONFIG")
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cocoon-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 CONTENT=(--agent "$COCOON_AGENT" --kernel-modules "$KERNEL_MODULES")
+for m in "${MODS[@]}"; do CONTENT+=(--module "$m"); done
 [ -f /etc/ssl/certs/ca-certificates.crt ] && CONTENT+=(--ca-certs /etc/ssl/certs/ca-certificates.crt)
 [ -x /bin/busybox ] && CONTENT+=(--busybox /bin/busybox)
 
@@ -51,12 +56,13 @@ mkdir -p "$WORK/kata-rootfs"
 content_mb=$(du -sm "$WORK/kata-rootfs" | cut -f1)
 # image_builder.sh: rootfs size plus filesystem overhead, aligned up to 128 MiB.
 img_mb=$(( ( (content_mb + content_mb / 10 + 8) + 127 ) / 128 * 128 ))
-mkfs.ext4 -q -F -b 4096 -d "$WORK/kata-rootfs" "$WORK/kata.img" "${img_mb}M" 2>/dev/null
+mkfs.ext4 -q -F -b 4096 -d "$WORK/kata-rootfs" "$WORK/kata.img" "${img_mb}M" >/dev/null 2>&1
 veritysetup format --no-superblock --hash-offset=$(( img_mb * 1024 * 1024 )) \
     "$WORK/kata.img" "$WORK/kata.img" >/dev/null
 t6=$(now)
 kata_bytes=$(stat -c %s "$WORK/kata.img"); kata_s=$(secs "$t5" "$t6")
 
+echo "content: agent $(stat -c %s "$COCOON_AGENT") bytes, $(grep -c '\.ko$' <(cpio -it --quiet <"$WORK/plain.cpio")) kernel modules, pause bundle, CA bundle, busybox"
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.1f}x')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1048576:.2f}')" "$1"; }
 printf '%-36s %14s %9s %9s %12s\n' artefact bytes MiB seconds "kata/ours"
