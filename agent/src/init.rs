@@ -124,7 +124,12 @@ fn do_mount(m: &Mount) -> Result<(), InitError> {
     };
     std::fs::create_dir_all(m.target).map_err(|e| err(io_errno(&e)))?;
     let data = (!m.data.is_empty()).then_some(m.data);
-    mount(Some(m.source), m.target, Some(m.fstype), m.flags, data).map_err(err)
+    match mount(Some(m.source), m.target, Some(m.fstype), m.flags, data) {
+        // The same single-instance filesystem (devtmpfs, say) is already mounted there:
+        // the kernel or a previous stage did our work.
+        Err(Errno::EBUSY) => Ok(()),
+        other => other.map_err(err),
+    }
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
