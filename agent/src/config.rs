@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use cocoon_attester::AttesterChoice;
 use cocoon_protocols::wire;
 
 /// Kernel command-line keys and environment variables, as upstream spells them
@@ -291,7 +292,8 @@ pub struct AgentConfig {
     pub cgroup_no_v1: String,
     pub aa_kbc_params: Option<KbcParams>,
     /// Explicitly requested attester (`sample` opts into the no-TEE attester).
-    pub attester: Option<String>,
+    #[serde(deserialize_with = "parsed")]
+    pub attester: Option<AttesterChoice>,
     pub policy_file: Option<PathBuf>,
 }
 
@@ -324,6 +326,19 @@ impl Default for AgentConfig {
             policy_file: None,
         }
     }
+}
+
+/// A TOML string parsed with the type's `FromStr`.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 mod seconds {
@@ -438,7 +453,7 @@ impl AgentConfig {
             }
             CGROUP_NO_V1 => self.cgroup_no_v1 = string(CGROUP_NO_V1, value)?,
             AA_KBC_PARAMS => self.aa_kbc_params = Some(parse(AA_KBC_PARAMS, value)?),
-            ATTESTER => self.attester = Some(string(ATTESTER, value)?),
+            ATTESTER => self.attester = Some(parse(ATTESTER, value)?),
             other if other.starts_with("agent.") => {
                 warnings.push(format!("ignoring unknown kernel command-line key {other}"))
             }
@@ -575,7 +590,7 @@ mod tests {
         let kbc = c.aa_kbc_params.unwrap();
         assert_eq!(kbc.kbc, "cc_kbc");
         assert_eq!(kbc.url, "http://10.0.2.2:8080");
-        assert_eq!(c.attester.as_deref(), Some("sample"));
+        assert_eq!(c.attester, Some(AttesterChoice::Sample));
         assert_eq!(c.cgroup_no_v1, "all");
         assert!(c.unified_cgroup_hierarchy);
     }
@@ -619,6 +634,7 @@ mod tests {
                 "agent.guest_components_rest_api",
             ),
             ("agent.config_file=", "agent.config_file"),
+            ("agent.attester=smaple", "agent.attester"),
         ] {
             let err = AgentConfig::load(None, line, no_env).unwrap_err();
             let text = err.to_string();

@@ -9,6 +9,7 @@
 //! is checked, acted on, and answered; later crates (attestation, image pull) are called
 //! from here and never call back.
 
+pub mod attestation;
 pub mod config;
 pub mod init;
 pub mod logging;

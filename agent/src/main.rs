@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use cocoon_agent::config::AgentConfig;
 use cocoon_agent::rpc::agent::GuestInfo;
-use cocoon_agent::{init, logging, reaper, server};
+use cocoon_agent::{attestation, init, logging, reaper, server};
 
 #[derive(Parser)]
 #[command(
@@ -20,10 +20,41 @@ struct Cli {
     /// TOML configuration file (replaces the kernel command line's agent.* keys).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// For people debugging a guest: print this guest's evidence, or parse a report/quote.
+    Attest {
+        /// Up to 64 bytes of report data, hex: print the TEE type and evidence JSON.
+        #[arg(long, conflicts_with = "parse")]
+        report_data: Option<String>,
+        /// Pretty-print an SNP report, TDREPORT, TD quote or evidence JSON file.
+        #[arg(long)]
+        parse: Option<PathBuf>,
+        /// Attester to use: auto, snp, tdx or sample (default: agent.attester, else auto).
+        #[arg(long)]
+        attester: Option<String>,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Command::Attest {
+        report_data,
+        parse,
+        attester,
+    }) = cli.command
+    {
+        if let Err(e) = attestation::attest_command(report_data, parse, attester) {
+            eprintln!("cocoon-agent attest: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+
     let is_init = init::is_init();
     if is_init {
         // With panic=abort a panic in PID 1 would kill init and panic the kernel.
@@ -32,7 +63,7 @@ fn main() {
             init::power_off();
         }));
     }
-    let result = run(cli, is_init);
+    let result = run(cli.config, is_init);
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "agent failed");
         eprintln!("cocoon-agent: {e:#}");
@@ -43,12 +74,12 @@ fn main() {
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
-fn run(cli: Cli, is_init: bool) -> anyhow::Result<()> {
+fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     if is_init {
         init::early_mounts().context("PID 1 early mounts")?;
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let loaded = AgentConfig::load(cli.config.as_deref(), &cmdline, |k| std::env::var(k).ok())
+    let loaded = AgentConfig::load(config_file.as_deref(), &cmdline, |k| std::env::var(k).ok())
         .context("reading the agent configuration")?;
     let config = loaded.config;
     let sink = logging::init(config.log_level, config.log_vport);
@@ -70,6 +101,9 @@ fn run(cli: Cli, is_init: bool) -> anyhow::Result<()> {
         tracing::info!(modules = loaded, "init done");
     }
 
+    let probe = attestation::probe(config.attester, config_file.is_some());
+    tracing::info!("attestation probe: {probe}");
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,7 +112,7 @@ fn run(cli: Cli, is_init: bool) -> anyhow::Result<()> {
         let _reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
         let info = GuestInfo {
             init_daemon: is_init,
-            extra_features: Vec::new(),
+            extra_features: vec![attestation::tee_feature(&probe)],
         };
         server::serve(&config.server_addr, info, &sink, is_init).await?;
         anyhow::Ok(())
