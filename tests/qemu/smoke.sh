@@ -146,6 +146,13 @@ def find(o, keys):
 sys.exit(0 if find(doc, ("init_daemon", "initDaemon")) is True else 1)
 EOF
 
+# DestroySandbox ends the agent; as PID 1 it syncs and powers the VM off, so QEMU
+# (-no-reboot) exits by itself — no kernel panic ("Attempted to kill init").
+ctl DestroySandbox >/dev/null || die "DestroySandbox failed"
+for _ in $(seq 1 100); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$QEMU_PID" 2>/dev/null && die "the VM did not power off within 20 s of DestroySandbox"
+log "DestroySandbox: the VM powered off"
 grep -q "Kernel panic" "$CONSOLE" && die "kernel panic in the console log"
+grep -q "reboot: Power down" "$CONSOLE" || die "no 'reboot: Power down' on the console"
 log "PASS in $(elapsed)s after boot start"
 OK=1

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything Cocoon's build, tests and demo need on a fresh Debian 12 machine.
+# Idempotent: a second run only checks. Called by scripts/test.sh and scripts/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Build and native-test packages (the QEMU/rootfs ones are in tests/qemu/setup.sh).
+PACKAGES=(
+    musl-tools      # static musl build of the guest agent (C parts of dependencies)
+    busybox-static  # a real rootfs for container tests; debug shell in the initrd
+    util-linux      # unshare/nsenter: the PID-1 namespace test
+    python3         # small helpers in scripts
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "rust: musl target, rustfmt, clippy"
+rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1
+rustup component add rustfmt clippy >/dev/null 2>&1
+
+bash tests/qemu/setup.sh

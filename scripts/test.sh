@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs, then formatting, clippy -D warnings, every
+# crate's tests (including the agent as PID 1 in fresh namespaces), and the QEMU smoke
+# test that boots the real guest. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "QEMU smoke test: boot the guest, agent as PID 1 over hybrid vsock"
+bash tests/qemu/smoke.sh
+
+step "all passed"
