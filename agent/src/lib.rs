@@ -11,11 +11,19 @@
 
 pub mod attestation;
 pub mod config;
+pub mod container;
+pub mod copy_file;
+pub mod error;
 pub mod init;
 pub mod logging;
+pub mod oci;
+pub mod process;
 pub mod reaper;
 pub mod rpc;
+pub mod sandbox;
 pub mod server;
+pub mod storage;
+pub mod streams;
 
 /// The agent's version, reported by `Health.Version` and `GetGuestDetails`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

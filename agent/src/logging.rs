@@ -13,6 +13,9 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogLevel;
 
+/// The process that installed logging; its forked children stay silent.
+static LOGGING_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 /// Where log lines go: the vsock log connection when there is one, else stdout.
 #[derive(Clone, Default)]
 pub struct LogSink {
@@ -29,6 +32,15 @@ impl LogSink {
     }
 
     fn write_line(&self, buf: &[u8]) -> std::io::Result<()> {
+        // A process forked from the agent (libcontainer's container init, before it
+        // execs) must not log: its stdout is the container's by then, and the lock
+        // below may have been held by another thread at fork time.
+        if LOGGING_PID
+            .get()
+            .is_some_and(|pid| *pid != std::process::id())
+        {
+            return Ok(());
+        }
         let mut remote = self.vsock.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(conn) = remote.as_mut() {
             if conn.write_all(buf).is_ok() {
@@ -67,6 +79,7 @@ impl<'a> MakeWriter<'a> for LogSink {
 /// Installs the global JSON subscriber at `level`. With a non-zero `vport`, starts
 /// listening for the host's log reader on that vsock port.
 pub fn init(level: LogLevel, vport: u32) -> LogSink {
+    let _ = LOGGING_PID.set(std::process::id());
     let sink = LogSink::default();
     let subscriber = tracing_subscriber::fmt()
         .json()

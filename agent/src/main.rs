@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use cocoon_agent::config::AgentConfig;
 use cocoon_agent::rpc::agent::GuestInfo;
-use cocoon_agent::{attestation, init, logging, reaper, server};
+use cocoon_agent::{attestation, init, logging, reaper, sandbox, server};
 
 #[derive(Parser)]
 #[command(
@@ -109,12 +109,17 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let _reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
+        let reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
+        let sandbox = std::sync::Arc::new(sandbox::Sandbox::new(
+            sandbox::Paths::from_env(is_init),
+            reaper,
+            config.hotplug_timeout,
+        ));
         let info = GuestInfo {
             init_daemon: is_init,
             extra_features: vec![attestation::tee_feature(&probe)],
         };
-        server::serve(&config.server_addr, info, &sink, is_init).await?;
+        server::serve(&config.server_addr, info, &sink, is_init, sandbox).await?;
         anyhow::Ok(())
     })
 }

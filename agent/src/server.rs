@@ -58,6 +58,7 @@ pub async fn serve(
     info: GuestInfo,
     sink: &LogSink,
     is_init: bool,
+    sandbox: Arc<crate::sandbox::Sandbox>,
 ) -> Result<(), ServerError> {
     let uri = addr.uri();
     remove_stale_socket(addr)?;
@@ -65,7 +66,7 @@ pub async fn serve(
 
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(HealthService);
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
-        Arc::new(AgentRpc::new(info, shutdown.clone()));
+        Arc::new(AgentRpc::new(info, shutdown.clone(), sandbox));
     let mut server = Server::new()
         .bind(&uri)
         .map_err(|e| ServerError::Bind {

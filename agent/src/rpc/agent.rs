@@ -5,13 +5,29 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use cocoon_protocols::agent::{
-    AgentDetails, DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse,
+    AgentDetails, CloseStdinRequest, CopyFileRequest, CreateContainerRequest, CreateSandboxRequest,
+    DestroySandboxRequest, ExecProcessRequest, GuestDetailsRequest, GuestDetailsResponse,
+    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, TtyWinResizeRequest,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use cocoon_protocols::agent_ttrpc::AgentService;
 use protobuf::well_known_types::empty::Empty;
 use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
+
+use crate::container::{check_id, Container, CreateParams};
+use crate::error::{AgentError, Result};
+use crate::sandbox::{Sandbox, SharedNamespaces};
+use crate::streams::set_winsize;
+
+/// How long DestroySandbox waits for each container to stop.
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
+/// RemoveContainer's wait when the request gives no timeout.
+const REMOVE_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// sysfs files GetGuestDetails reads.
 const MEM_BLOCK_SIZE: &str = "/sys/devices/system/memory/block_size_bytes";
@@ -28,12 +44,168 @@ pub struct AgentRpc {
     info: GuestInfo,
     /// Notified when DestroySandbox asks the agent to end.
     shutdown: Arc<Notify>,
+    sandbox: Arc<Sandbox>,
 }
 
 impl AgentRpc {
-    pub fn new(info: GuestInfo, shutdown: Arc<Notify>) -> Self {
-        AgentRpc { info, shutdown }
+    pub fn new(info: GuestInfo, shutdown: Arc<Notify>, sandbox: Arc<Sandbox>) -> Self {
+        AgentRpc {
+            info,
+            shutdown,
+            sandbox,
+        }
     }
+
+    async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> Result<()> {
+        let sb = &self.sandbox;
+        if !req.sandbox_id.is_empty() {
+            check_id("sandbox_id", &req.sandbox_id)?;
+        }
+        if req.hostname.len() > 64 {
+            return Err(AgentError::invalid("hostname", "longer than 64 bytes"));
+        }
+        let _life = sb.lifecycle.lock().await;
+        if sb.info().namespaces.is_some() {
+            return Err(AgentError::AlreadyExists {
+                what: "sandbox",
+                id: sb.info().id.clone(),
+            });
+        }
+        let storages = sb
+            .storages
+            .add(&req.storages, &sb.paths.run_dir, sb.hotplug_timeout)?;
+        let hostname = req.hostname.clone();
+        let ns = tokio::task::spawn_blocking(move || SharedNamespaces::create(&hostname))
+            .await
+            .map_err(|e| AgentError::internal("namespaces", e))?;
+        let ns = match ns.and_then(|ns| sb.setup_dns(&req.dns).map(|_| ns)) {
+            Ok(ns) => ns,
+            Err(e) => {
+                sb.storages.release(&storages);
+                return Err(e);
+            }
+        };
+        let mut info = sb.info();
+        info.id = req.sandbox_id;
+        info.hostname = req.hostname;
+        info.namespaces = Some(Arc::new(ns));
+        Ok(())
+    }
+
+    async fn do_create_container(&self, req: CreateContainerRequest) -> Result<()> {
+        let sb = &self.sandbox;
+        check_id("container_id", &req.container_id)?;
+        let Some(wire) = req.OCI.as_ref() else {
+            return Err(AgentError::invalid("OCI", "missing"));
+        };
+        let spec = crate::oci::to_oci(wire)?;
+        let _life = sb.lifecycle.lock().await;
+        if sb.contains(&req.container_id) {
+            return Err(AgentError::AlreadyExists {
+                what: "container",
+                id: req.container_id,
+            });
+        }
+        let storages = sb
+            .storages
+            .add(&req.storages, &sb.paths.run_dir, sb.hotplug_timeout)?;
+        let shared_ns = sb.info().namespaces.clone();
+        let params = CreateParams {
+            id: req.container_id.clone(),
+            spec,
+            storages: storages.clone(),
+            shared_ns,
+        };
+        match Container::create(&sb.paths, &sb.reaper, params).await {
+            Ok(c) => {
+                sb.insert(Arc::new(c));
+                Ok(())
+            }
+            Err(e) => {
+                sb.storages.release(&storages);
+                Err(e)
+            }
+        }
+    }
+
+    async fn do_remove_container(&self, req: RemoveContainerRequest) -> Result<()> {
+        let sb = &self.sandbox;
+        let _life = sb.lifecycle.lock().await;
+        let c = sb.container(&req.container_id)?;
+        let timeout = if req.timeout == 0 {
+            REMOVE_DEFAULT_TIMEOUT
+        } else {
+            Duration::from_secs(req.timeout.into())
+        };
+        c.destroy(&sb.reaper, timeout).await?;
+        sb.storages.release(&c.storages);
+        sb.remove(&req.container_id);
+        Ok(())
+    }
+
+    async fn do_destroy_sandbox(&self) -> Result<()> {
+        let sb = &self.sandbox;
+        let _life = sb.lifecycle.lock().await;
+        let mut first_error = None;
+        for c in sb.all() {
+            match c.destroy(&sb.reaper, DESTROY_TIMEOUT).await {
+                Ok(()) => {
+                    sb.storages.release(&c.storages);
+                    sb.remove(&c.id);
+                }
+                Err(e) => {
+                    tracing::error!(container = %c.id, error = %e, "DestroySandbox");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        sb.storages.release(&sb.storages.all());
+        *sb.info() = Default::default();
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn process(
+        &self,
+        cid: &str,
+        exec_id: &str,
+    ) -> Result<(Arc<Container>, Arc<crate::process::Process>)> {
+        let c = self.sandbox.container(cid)?;
+        if exec_id.is_empty() {
+            return Err(AgentError::invalid("exec_id", "empty"));
+        }
+        let p = c.process(exec_id)?;
+        Ok((c, p))
+    }
+
+    async fn read_stream(
+        &self,
+        req: ReadStreamRequest,
+        stderr: bool,
+    ) -> Result<ReadStreamResponse> {
+        let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+        let stream = if stderr { p.stderr() } else { p.stdout() };
+        let Some(stream) = stream else {
+            return Err(AgentError::Eof);
+        };
+        let data = stream
+            .read(req.len as usize)
+            .await
+            .map_err(|e| AgentError::internal("reading the stream", e))?;
+        if data.is_empty() {
+            return Err(AgentError::Eof);
+        }
+        Ok(ReadStreamResponse {
+            data,
+            ..Default::default()
+        })
+    }
+}
+
+fn empty(r: Result<()>) -> ttrpc::Result<Empty> {
+    r.map(|()| Empty::new()).map_err(Into::into)
 }
 
 /// sysfs prints the memory block size in hex without a prefix (`8000000`).
@@ -73,9 +245,188 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         _req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
+        let r = self.do_destroy_sandbox().await;
         tracing::info!("DestroySandbox: shutting down");
         self.shutdown.notify_one();
+        empty(r)
+    }
+
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        empty(self.do_create_sandbox(req).await)
+    }
+
+    async fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        empty(self.do_create_container(req).await)
+    }
+
+    async fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            c.start(&self.sandbox.reaper).await
+        };
+        empty(r.await)
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        empty(self.do_remove_container(req).await)
+    }
+
+    async fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            check_id("exec_id", &req.exec_id)?;
+            let process = req
+                .process
+                .as_ref()
+                .ok_or_else(|| AgentError::invalid("process", "missing"))?;
+            let json = crate::oci::process_json(process)?;
+            c.exec(&self.sandbox.reaper, &req.exec_id, json).await
+        };
+        empty(r.await)
+    }
+
+    async fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            let sig =
+                i32::try_from(req.signal).map_err(|_| AgentError::invalid("signal", req.signal))?;
+            c.signal(&self.sandbox.reaper, &req.exec_id, sig).await
+        };
+        empty(r.await)
+    }
+
+    async fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WaitProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        let (c, p) = self.process(&req.container_id, &req.exec_id)?;
+        let status = p.wait().await;
+        if req.exec_id != req.container_id {
+            c.forget_exec(&req.exec_id);
+        }
+        Ok(WaitProcessResponse {
+            status,
+            ..Default::default()
+        })
+    }
+
+    async fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: WriteStreamRequest,
+    ) -> ttrpc::Result<WriteStreamResponse> {
+        let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+        let stdin = p
+            .stdin()
+            .ok_or_else(|| AgentError::FailedPrecondition("stdin is closed".into()))?;
+        let len = stdin
+            .write_all(&req.data)
+            .await
+            .map_err(|e| AgentError::internal("writing stdin", e))?;
+        Ok(WriteStreamResponse {
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            ..Default::default()
+        })
+    }
+
+    async fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        Ok(self.read_stream(req, false).await?)
+    }
+
+    async fn read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReadStreamRequest,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        Ok(self.read_stream(req, true).await?)
+    }
+
+    async fn close_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CloseStdinRequest,
+    ) -> ttrpc::Result<Empty> {
+        let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+        p.close_stdin();
         Ok(Empty::new())
+    }
+
+    async fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = (|| {
+            let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+            let tty = p.tty().ok_or_else(|| {
+                AgentError::FailedPrecondition("the process has no terminal".into())
+            })?;
+            let n = |v: u32, f: &str| u16::try_from(v).map_err(|_| AgentError::invalid(f, v));
+            set_winsize(tty.raw_fd(), n(req.row, "row")?, n(req.column, "column")?)
+        })();
+        empty(r)
+    }
+
+    async fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PauseContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            c.pause(&self.sandbox.reaper).await
+        };
+        empty(r.await)
+    }
+
+    async fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResumeContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            c.resume(&self.sandbox.reaper).await
+        };
+        empty(r.await)
+    }
+
+    async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
+        let root = self.sandbox.paths.shared_dir();
+        let r = tokio::task::spawn_blocking(move || crate::copy_file::copy_file(&root, &req))
+            .await
+            .map_err(|e| AgentError::internal("copy", e))
+            .and_then(|r| r);
+        empty(r)
     }
 }
 

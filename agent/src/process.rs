@@ -1,0 +1,133 @@
+//! A process the agent started in a container (its init or an exec): its pid, its
+//! streams, and its exit status (from the [`Reaper`](crate::reaper::Reaper)).
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use crate::error::{AgentError, Result};
+use crate::reaper::{ExitCode, Reaper};
+use crate::streams::{FdStream, StdioPipes};
+
+/// The agent's side of a process's standard streams.
+pub enum AgentStdio {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A terminal: one pty master for input and output.
+    Tty(OwnedFd),
+}
+
+impl AgentStdio {
+    pub fn from_pipes(p: StdioPipes) -> (AgentStdio, [OwnedFd; 3]) {
+        (
+            AgentStdio::Pipes {
+                stdin: p.stdin,
+                stdout: p.stdout,
+                stderr: p.stderr,
+            },
+            [p.child_stdin, p.child_stdout, p.child_stderr],
+        )
+    }
+}
+
+pub struct Process {
+    pub exec_id: String,
+    pub pid: i32,
+    stdin: Mutex<Option<Arc<FdStream>>>,
+    stdout: Option<Arc<FdStream>>,
+    stderr: Option<Arc<FdStream>>,
+    tty: Option<Arc<FdStream>>,
+    exit: watch::Receiver<Option<ExitCode>>,
+}
+
+impl Process {
+    /// Wraps a started process; its exit status is collected from `reaper`. Must run
+    /// inside the tokio runtime.
+    pub fn new(exec_id: &str, pid: i32, stdio: AgentStdio, reaper: &Reaper) -> Result<Process> {
+        let stream = |fd| {
+            FdStream::new(fd)
+                .map(Arc::new)
+                .map_err(|e| AgentError::internal("registering a process stream", e))
+        };
+        let (stdin, stdout, stderr, tty) = match stdio {
+            AgentStdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => (
+                Some(stream(stdin)?),
+                Some(stream(stdout)?),
+                Some(stream(stderr)?),
+                None,
+            ),
+            AgentStdio::Tty(master) => {
+                let master = stream(master)?;
+                (
+                    Some(master.clone()),
+                    Some(master.clone()),
+                    None,
+                    Some(master),
+                )
+            }
+        };
+        let (tx, exit) = watch::channel(None);
+        let status = reaper.watch(pid);
+        tokio::spawn(async move {
+            // A dropped sender means the reaper is gone: report a kill.
+            let code = status.await.unwrap_or(128 + libc::SIGKILL);
+            let _ = tx.send(Some(code));
+        });
+        Ok(Process {
+            exec_id: exec_id.to_string(),
+            pid,
+            stdin: Mutex::new(stdin),
+            stdout,
+            stderr,
+            tty,
+            exit,
+        })
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_code(&self) -> Option<ExitCode> {
+        *self.exit.borrow()
+    }
+
+    /// Waits for the process to exit; its exit code, or 128 + signal.
+    pub async fn wait(&self) -> ExitCode {
+        let mut rx = self.exit.clone();
+        let code = rx.wait_for(Option::is_some).await.map(|c| *c);
+        code.ok().flatten().unwrap_or(128 + libc::SIGKILL)
+    }
+
+    pub fn stdin(&self) -> Option<Arc<FdStream>> {
+        self.stdin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops our write end (a pipe then reads EOF in the process).
+    pub fn close_stdin(&self) {
+        self.stdin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    pub fn stdout(&self) -> Option<Arc<FdStream>> {
+        self.stdout.clone()
+    }
+
+    pub fn stderr(&self) -> Option<Arc<FdStream>> {
+        self.stderr.clone()
+    }
+
+    pub fn tty(&self) -> Option<Arc<FdStream>> {
+        self.tty.clone()
+    }
+}
