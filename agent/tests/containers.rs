@@ -19,3 +19,402 @@ fn create_start_read_wait() {
     pod.ok("RemoveContainer", json!({"container_id": "c1"}));
     assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
 }
+
+#[test]
+fn non_zero_exit_and_killed_status() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run("fail", &["sh", "-c", "exit 42"]);
+    assert_eq!(pod.wait("fail", "fail"), 42);
+    // WaitProcess on an exited init can be asked again.
+    assert_eq!(pod.wait("fail", "fail"), 42);
+    // A program that is not in the rootfs is refused at create, as runc does.
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "missing", "OCI": pod.spec(&["/bin/no-such-program"])}),
+        )
+        .unwrap_err();
+    assert!(err.contains("no-such-program"), "{err}");
+    assert!(!pod.run_dir.join("missing").exists());
+    // An exec killed by a signal (not PID 1 of its namespace) reports 128 + signal.
+    pod.run("host", &["sleep", "1000"]);
+    let process = pod.spec(&["sh", "-c", "kill -SEGV $$"])["Process"].clone();
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "host", "exec_id": "segv", "process": process}),
+    );
+    assert_eq!(pod.wait("host", "segv"), 128 + 11);
+}
+
+#[test]
+fn exec_stdin_and_unknown_exec_ids() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run("box", &["sleep", "1000"]);
+    let mut process = pod.spec(&["sh", "-c", "echo exec-$((6*7)); exit 5"])["Process"].clone();
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "box", "exec_id": "e1", "process": process.clone()}),
+    );
+    assert_eq!(pod.read_all("box", "e1", false), "exec-42\n");
+    assert_eq!(pod.wait("box", "e1"), 5);
+    // Waited-for execs are forgotten.
+    let err = pod
+        .call(
+            "WaitProcess",
+            json!({"container_id": "box", "exec_id": "e1"}),
+        )
+        .unwrap_err();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+
+    // stdin round trip through cat.
+    process["Args"] = json!(["cat"]);
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "box", "exec_id": "cat", "process": process.clone()}),
+    );
+    pod.write_stdin("box", "cat", b"ping\n");
+    assert_eq!(pod.read_until("box", "cat", "ping\n"), "ping\n");
+    pod.write_stdin("box", "cat", b"pong");
+    pod.ok(
+        "CloseStdin",
+        json!({"container_id": "box", "exec_id": "cat"}),
+    );
+    assert_eq!(pod.read_all("box", "cat", false), "pong");
+    assert_eq!(pod.wait("box", "cat"), 0);
+
+    // Exec ids must be unique while the process lives.
+    process["Args"] = json!(["sleep", "1000"]);
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "box", "exec_id": "s", "process": process.clone()}),
+    );
+    let err = pod
+        .call(
+            "ExecProcess",
+            json!({"container_id": "box", "exec_id": "s", "process": process.clone()}),
+        )
+        .unwrap_err();
+    assert!(err.contains("ALREADY_EXISTS"), "{err}");
+    for (method, req) in [
+        (
+            "WaitProcess",
+            json!({"container_id": "box", "exec_id": "nope"}),
+        ),
+        (
+            "ReadStdout",
+            json!({"container_id": "box", "exec_id": "nope", "len": 10}),
+        ),
+        (
+            "SignalProcess",
+            json!({"container_id": "box", "exec_id": "nope", "signal": 9}),
+        ),
+        (
+            "ExecProcess",
+            json!({"container_id": "nobox", "exec_id": "x", "process": process}),
+        ),
+        ("StartContainer", json!({"container_id": "nobox"})),
+        ("RemoveContainer", json!({"container_id": "nobox"})),
+        (
+            "WaitProcess",
+            json!({"container_id": "nobox", "exec_id": "nobox"}),
+        ),
+    ] {
+        let err = pod.call(method, req).unwrap_err();
+        assert!(err.contains("NOT_FOUND"), "{method}: {err}");
+    }
+    pod.ok("RemoveContainer", json!({"container_id": "box"}));
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+}
+
+#[test]
+fn tty_process_and_resize() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run("ttybox", &["sleep", "1000"]);
+    let mut process = pod.spec(&["sh"])["Process"].clone();
+    process["Terminal"] = json!(true);
+    process["ConsoleSize"] = json!({"Height": 24, "Width": 80});
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "ttybox", "exec_id": "t", "process": process}),
+    );
+    pod.write_stdin("ttybox", "t", b"stty size; tty\n");
+    let out = pod.read_until("ttybox", "t", "/dev/pts/");
+    assert!(out.contains("24 80"), "{out:?}");
+    pod.ok(
+        "TtyWinResize",
+        json!({"container_id": "ttybox", "exec_id": "t", "row": 50, "column": 132}),
+    );
+    pod.write_stdin("ttybox", "t", b"stty size\n");
+    pod.read_until("ttybox", "t", "50 132");
+    pod.write_stdin("ttybox", "t", b"exit 3\n");
+    assert_eq!(pod.wait("ttybox", "t"), 3);
+    // A pipe process has no terminal to resize.
+    let err = pod
+        .call(
+            "TtyWinResize",
+            json!({"container_id": "ttybox", "exec_id": "ttybox", "row": 1, "column": 1}),
+        )
+        .unwrap_err();
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+}
+
+#[test]
+fn signal_and_kill() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run(
+        "trap",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    pod.read_until("trap", "trap", "ready");
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "trap", "exec_id": "trap", "signal": 15}),
+    );
+    assert_eq!(pod.wait("trap", "trap"), 7);
+
+    // An empty exec id signals every process of the container.
+    let marker = format!("{}", 900_000 + std::process::id() % 99_999);
+    pod.run("kill", &["sleep", &marker]);
+    let mut process = pod.spec(&["sleep", &marker])["Process"].clone();
+    process["Args"] = json!(["sleep", marker]);
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "kill", "exec_id": "k2", "process": process}),
+    );
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "kill", "exec_id": "", "signal": 9}),
+    );
+    assert_eq!(pod.wait("kill", "kill"), 128 + 9);
+    assert_eq!(pod.wait("kill", "k2"), 128 + 9);
+    let err = pod
+        .call(
+            "SignalProcess",
+            json!({"container_id": "kill", "exec_id": "kill", "signal": 4242}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("signal"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_containers_share_the_pods_uts_and_ipc() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.ok(
+        "CreateSandbox",
+        json!({"hostname": "cocoon-pod", "sandbox_id": "sb1", "dns": ["nameserver 10.0.0.53"]}),
+    );
+    let err = pod
+        .call("CreateSandbox", json!({"hostname": "again"}))
+        .unwrap_err();
+    assert!(err.contains("ALREADY_EXISTS"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(pod.run_dir.join("sandbox/resolv.conf")).unwrap(),
+        "nameserver 10.0.0.53\n"
+    );
+    let show = "hostname; for n in uts ipc pid; do readlink /proc/self/ns/$n; done";
+    pod.run("a", &["sh", "-c", show]);
+    pod.run("b", &["sh", "-c", show]);
+    let a = pod.read_all("a", "a", false);
+    let b = pod.read_all("b", "b", false);
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(a[0], "cocoon-pod");
+    assert_eq!(b[0], "cocoon-pod");
+    assert_eq!(a[1], b[1], "UTS namespace not shared");
+    assert_eq!(a[2], b[2], "IPC namespace not shared");
+    assert_ne!(a[3], b[3], "each container has its own PID namespace");
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
+    assert_ne!(a[1], host_uts.to_str().unwrap());
+    assert_ne!(
+        nix::unistd::gethostname().unwrap().to_str(),
+        Some("cocoon-pod")
+    );
+}
+
+#[test]
+fn copy_file_happy_path_and_escapes() {
+    require_pod!();
+    let pod = Pod::new();
+    let shared = pod.run_dir.join("shared/containers");
+    let path = shared.join("c1/etc/hostname");
+    let b64 = |s: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let req = |path: &std::path::Path, mode: u32, data: &[u8], size: usize, offset: usize| {
+        json!({"path": path.display().to_string(), "file_size": size, "file_mode": mode,
+               "dir_mode": 0o755, "uid": 0, "gid": 0, "offset": offset, "data": b64(data)})
+    };
+    pod.ok("CopyFile", req(&path, 0o100644, b"pod-", 8, 0));
+    pod.ok("CopyFile", req(&path, 0o100644, b"name", 8, 4));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "pod-name");
+    pod.ok("CopyFile", req(&shared.join("c1/dir"), 0o40700, b"", 0, 0));
+    assert!(shared.join("c1/dir").is_dir());
+    pod.ok(
+        "CopyFile",
+        req(&shared.join("c1/link"), 0o120777, b"/", 0, 0),
+    );
+    assert!(shared.join("c1/link").is_symlink());
+
+    let outside = pod.dir.path().join("escaped");
+    for bad in [
+        shared.join("c1/../../../escaped"),
+        outside.clone(),
+        std::path::PathBuf::from("/etc/cocoon-escape"),
+        shared.join("c1/link/tmp/cocoon-escape"),
+        shared.join("c1/link"),
+    ] {
+        let err = pod
+            .call("CopyFile", req(&bad, 0o100644, b"x", 1, 0))
+            .unwrap_err();
+        assert!(
+            err.contains("INVALID_ARGUMENT") && err.contains("path"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert!(!outside.exists());
+    assert!(!std::path::Path::new("/etc/cocoon-escape").exists());
+    assert!(!std::path::Path::new("/tmp/cocoon-escape").exists());
+}
+
+#[test]
+fn malformed_specs_and_failed_creates_leave_nothing() {
+    require_pod!();
+    let pod = Pod::new();
+    let mut spec = pod.spec(&["true"]);
+    spec["Process"]["Args"] = json!([]);
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "bad", "OCI": spec}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("OCI.Process.Args"),
+        "{err}"
+    );
+    let mut spec = pod.spec(&["true"]);
+    spec["Linux"]["Namespaces"] = json!([{"Type": "bogus"}]);
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "bad", "OCI": spec}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("OCI"),
+        "{err}"
+    );
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "../x", "OCI": pod.spec(&["true"])}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("container_id"),
+        "{err}"
+    );
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "st", "OCI": pod.spec(&["true"]),
+                   "storages": [{"driver": "nfs", "mount_point": pod.run_dir.join("x").display().to_string()}]}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("driver"),
+        "{err}"
+    );
+
+    // Valid, but libcontainer cannot make it: a bind mount of a missing source.
+    let mut spec = pod.spec(&["true"]);
+    spec["Mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/data", "source": "/nonexistent/cocoon", "type": "bind", "options": ["rbind"]
+    }));
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "broken", "OCI": spec}),
+        )
+        .unwrap_err();
+    assert!(!err.contains("OK"), "{err}");
+    assert!(!pod.run_dir.join("broken").exists(), "bundle left behind");
+    assert!(
+        !pod.run_dir.join(".state/broken").exists(),
+        "state left behind"
+    );
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+    for dir in pod.cgroup_dirs() {
+        assert!(
+            !dir.join("broken").exists(),
+            "cgroup {} left behind",
+            dir.display()
+        );
+    }
+    // The id is free again, and duplicates are refused.
+    pod.create("broken", pod.spec(&["true"]));
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "broken", "OCI": pod.spec(&["true"])}),
+        )
+        .unwrap_err();
+    assert!(err.contains("ALREADY_EXISTS"), "{err}");
+}
+
+#[test]
+fn destroy_sandbox_tears_everything_down() {
+    require_pod!();
+    let mut pod = Pod::new();
+    let mp = pod.run_dir.join("sandbox/ephemeral/vol");
+    pod.ok(
+        "CreateSandbox",
+        json!({"hostname": "gone", "storages": [
+            {"driver": "ephemeral", "source": "tmpfs", "fstype": "tmpfs",
+             "mount_point": mp.display().to_string()}]}),
+    );
+    let marker = format!("{}", 800_000 + std::process::id() % 99_999);
+    pod.run("x", &["sleep", &marker]);
+    pod.run("y", &["sleep", &marker]);
+    let mut process = pod.spec(&["sleep", &marker])["Process"].clone();
+    process["Args"] = json!(["sleep", marker]);
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "y", "exec_id": "e", "process": process}),
+    );
+    pod.ok("PauseContainer", json!({"container_id": "x"}));
+    pod.ok("ResumeContainer", json!({"container_id": "x"}));
+    assert_eq!(pod::pids_with(&format!("sleep {marker}")).len(), 3);
+    assert!(!pod.mounts().is_empty());
+
+    pod.ok("DestroySandbox", json!({}));
+    assert!(pod.wait_agent_exit().success(), "{}", pod.agent_log());
+    assert!(pod.mounts().is_empty(), "left mounted: {:?}", pod.mounts());
+    assert!(
+        pod::pids_with(&format!("sleep {marker}")).is_empty(),
+        "processes left"
+    );
+    assert!(!pod.run_dir.join("x").exists() && !pod.run_dir.join("y").exists());
+    for dir in pod.cgroup_dirs() {
+        let children: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(children.is_empty(), "{}: {children:?}", dir.display());
+    }
+}
