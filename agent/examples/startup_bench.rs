@@ -44,12 +44,16 @@ fn main() {
         let elapsed = runtime.block_on(async {
             loop {
                 if let Ok(client) = cocoon_ctl::connect(&addr).await {
-                    let check = cocoon_ctl::call_json(&client, "Check", "{}", Duration::from_secs(5));
+                    let check =
+                        cocoon_ctl::call_json(&client, "Check", "{}", Duration::from_secs(5));
                     if check.await.is_ok() {
                         return start.elapsed();
                     }
                 }
-                assert!(start.elapsed() < Duration::from_secs(10), "agent never answered");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "agent never answered"
+                );
                 tokio::time::sleep(Duration::from_micros(100)).await;
             }
         });

@@ -76,9 +76,9 @@ impl<'a> MakeWriter<'a> for LogSink {
     }
 }
 
-/// Installs the global JSON subscriber at `level`. With a non-zero `vport`, starts
-/// listening for the host's log reader on that vsock port.
-pub fn init(level: LogLevel, vport: u32) -> LogSink {
+/// Installs the global JSON subscriber at `level`, writing to stdout until
+/// [`serve_vsock`] hands lines to a host reader.
+pub fn init(level: LogLevel) -> LogSink {
     let _ = LOGGING_PID.set(std::process::id());
     let sink = LogSink::default();
     let subscriber = tracing_subscriber::fmt()
@@ -91,19 +91,23 @@ pub fn init(level: LogLevel, vport: u32) -> LogSink {
         .finish();
     // Only fails if a subscriber is already set, which main() never does twice.
     let _ = tracing::subscriber::set_global_default(subscriber);
-
-    if vport != 0 {
-        match listen_vsock(vport) {
-            Ok(listener) => {
-                let target = sink.vsock.clone();
-                std::thread::spawn(move || accept_log_reader(listener, target));
-            }
-            Err(e) => {
-                tracing::warn!(vport, error = %e, "cannot listen for the log reader on vsock; logging to the console")
-            }
-        }
-    }
     sink
+}
+
+/// Starts listening for the host's log reader on vsock port `vport` (call it once the
+/// vsock modules are loaded). Until a reader connects, lines keep going to stdout.
+pub fn serve_vsock(sink: &LogSink, vport: u32) {
+    match listen_vsock(vport) {
+        Ok(listener) => {
+            let target = sink.vsock.clone();
+            std::thread::spawn(move || accept_log_reader(listener, target));
+        }
+        Err(e) => tracing::warn!(
+            vport,
+            error = %e,
+            "cannot listen for the log reader on vsock; logging to the console"
+        ),
+    }
 }
 
 fn listen_vsock(port: u32) -> nix::Result<OwnedFd> {

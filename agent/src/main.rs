@@ -82,7 +82,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     let loaded = AgentConfig::load(config_file.as_deref(), &cmdline, |k| std::env::var(k).ok())
         .context("reading the agent configuration")?;
     let config = loaded.config;
-    let sink = logging::init(config.log_level, config.log_vport);
+    let sink = logging::init(config.log_level);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -99,6 +99,9 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         let loaded = init::load_modules(std::path::Path::new(init::MODULES_ORDER))
             .context("loading kernel modules")?;
         tracing::info!(modules = loaded, "init done");
+    }
+    if config.log_vport != 0 {
+        logging::serve_vsock(&sink, config.log_vport);
     }
 
     let probe = attestation::probe(config.attester, config_file.is_some());

@@ -96,7 +96,7 @@ for _ in $(seq 1 100); do [ -S "$WORK/vhost.sock" ] && break; sleep 0.1; done
 [ -S "$WORK/vhost.sock" ] || die "vhost-device-vsock did not create its socket"
 
 cp "$OVMF_VARS" "$WORK/OVMF_VARS.fd"
-CMDLINE="console=ttyS0 agent.log=debug panic=1"
+CMDLINE="console=ttyS0 agent.log=debug agent.log_vport=1025 panic=1"
 qemu-system-x86_64 \
     -machine q35,accel=tcg,memory-backend=mem -cpu max -smp 1 -m "$MEM" \
     -object memory-backend-memfd,id=mem,size="$MEM",share=on \
@@ -145,6 +145,28 @@ def find(o, keys):
     return None
 sys.exit(0 if find(doc, ("init_daemon", "initDaemon")) is True else 1)
 EOF
+
+# agent.log_vport=1025: the agent listens there for the host's log reader; once we
+# connect, its JSON log lines come to us instead of the console.
+python3 - "$WORK/vsock.sock" <<'EOF' || die "no JSON log line on vsock port 1025"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+s.sendall(b"CONNECT 1025\n")
+buf = b""
+while buf.count(b"\n") < 2:          # "OK <port>", then the first log line
+    chunk = s.recv(4096)
+    if not chunk:
+        sys.exit("connection closed: " + repr(buf))
+    buf += chunk
+ok, line = buf.split(b"\n")[:2]
+assert ok.startswith(b"OK "), ok
+event = json.loads(line)
+print("smoke: log over vsock:", line.decode()[:200], file=sys.stderr)
+assert "log reader connected" in event["message"], event
+EOF
+log "logs stream over vsock port 1025"
 
 # DestroySandbox ends the agent; as PID 1 it syncs and powers the VM off, so QEMU
 # (-no-reboot) exits by itself — no kernel panic ("Attempted to kill init").
