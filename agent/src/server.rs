@@ -79,18 +79,25 @@ pub async fn serve(
         addr: uri.clone(),
         reason: e.to_string(),
     })?;
+    // Handlers first: a SIGTERM right after "listening on" must stop us cleanly.
+    let signals = if is_init {
+        None
+    } else {
+        Some((
+            signal(SignalKind::terminate()).map_err(ServerError::Signal)?,
+            signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
+        ))
+    };
     logging::announce(sink, &format!("listening on {uri}"));
 
-    if is_init {
-        shutdown.notified().await;
-    } else {
-        let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+    if let Some((mut term, mut int)) = signals {
         tokio::select! {
             _ = shutdown.notified() => {}
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+    } else {
+        shutdown.notified().await;
     }
     server.shutdown().await.map_err(|e| ServerError::Serve {
         addr: uri.clone(),
