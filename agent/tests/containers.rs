@@ -418,3 +418,41 @@ fn destroy_sandbox_tears_everything_down() {
         assert!(children.is_empty(), "{}: {children:?}", dir.display());
     }
 }
+
+#[test]
+fn ctl_runs_an_oci_config_json() {
+    require_pod!();
+    let pod = Pod::new();
+    let bundle = pod.dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::os::unix::fs::symlink(&pod.rootfs, bundle.join("rootfs")).unwrap();
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": false, "user": {"uid": 0, "gid": 0},
+                    "args": ["sh", "-c", "echo from-ctl; exit 4"], "env": ["PATH=/bin"], "cwd": "/"},
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "ctl",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]}
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let addr: cocoon_ctl::Address = pod.addr.parse().unwrap();
+    let status = common::runtime()
+        .block_on(cocoon_ctl::run::run_container(
+            &addr,
+            "ctl-run",
+            &bundle.join("config.json"),
+            std::time::Duration::from_secs(30),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(status, 4);
+    // Removed afterwards.
+    let err = pod
+        .call(
+            "WaitProcess",
+            json!({"container_id": "ctl-run", "exec_id": "ctl-run"}),
+        )
+        .unwrap_err();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+}

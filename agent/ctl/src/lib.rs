@@ -19,6 +19,8 @@ use ttrpc::r#async::Client;
 
 use cocoon_protocols::wire;
 
+pub mod run;
+
 /// What went wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use cocoon_ctl::{call_json, connect, method_names, Address};
 
@@ -31,6 +31,24 @@ struct Cli {
     method: Option<String>,
     /// Request as JSON (proto field names); default `{}`. `@FILE` reads it from FILE.
     request: Option<String>,
+    #[command(subcommand)]
+    command: Option<CtlCommand>,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Run a container from an OCI runtime spec (config.json) and show its output;
+    /// exits with the container's status.
+    Run {
+        /// Container id.
+        #[arg(long, default_value = "cocoon-run")]
+        id: String,
+        /// Leave the container in the agent (no RemoveContainer).
+        #[arg(long)]
+        keep: bool,
+        /// The OCI config.json; a relative root.path is taken from its directory.
+        spec: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +58,21 @@ fn main() -> anyhow::Result<()> {
             println!("{name}");
         }
         return Ok(());
+    }
+    if let Some(CtlCommand::Run { id, keep, spec }) = &cli.command {
+        let addr: Address = cli
+            .server_address
+            .as_deref()
+            .context("--server-address is required")?
+            .parse()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let timeout = Duration::from_secs(cli.timeout);
+        let status = runtime.block_on(cocoon_ctl::run::run_container(
+            &addr, id, spec, timeout, *keep,
+        ))?;
+        std::process::exit(status);
     }
     let method = cli.method.context("a METHOD is required (try --list)")?;
     let addr: Address = cli

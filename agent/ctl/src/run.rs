@@ -1,0 +1,233 @@
+//! `cocoon-ctl run`: run a container in the agent from an OCI runtime spec
+//! (`config.json`, as `runc spec` writes it) and show its output.
+//!
+//! The OCI JSON is turned into the wire `grpc.Spec` by walking the protocol's
+//! descriptors: a key matches the field of the same name ignoring case (`uid` → `UID`,
+//! `cgroupsPath` → `CgroupsPath`), `ociVersion` is `Version`, and keys the wire form
+//! lacks are dropped with a note. Then CreateContainer → StartContainer → ReadStdout and
+//! ReadStderr until EOF → WaitProcess → RemoveContainer.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
+use serde_json::{json, Map, Value};
+
+use crate::{call_json, connect, Address, CtlError};
+
+/// Converts OCI JSON `v` to the proto JSON of message `desc`; notes dropped keys.
+fn to_wire(v: &Value, desc: &MessageDescriptor, path: &str, dropped: &mut Vec<String>) -> Value {
+    let Value::Object(obj) = v else {
+        return v.clone();
+    };
+    let mut out = Map::new();
+    for (key, value) in obj {
+        let want = if key == "ociVersion" { "Version" } else { key };
+        let Some(field) = desc.fields().find(|f| f.name().eq_ignore_ascii_case(want)) else {
+            dropped.push(format!("{path}{key}"));
+            continue;
+        };
+        let sub = format!("{path}{key}.");
+        let converted = match field.runtime_field_type() {
+            RuntimeFieldType::Singular(RuntimeType::Message(m)) => {
+                to_wire(value, &m, &sub, dropped)
+            }
+            RuntimeFieldType::Repeated(RuntimeType::Message(m)) => match value {
+                Value::Array(items) => Value::Array(
+                    items
+                        .iter()
+                        .map(|i| to_wire(i, &m, &sub, dropped))
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            _ => value.clone(),
+        };
+        out.insert(field.name().to_string(), converted);
+    }
+    Value::Object(out)
+}
+
+/// The wire spec for an OCI `config.json` at `spec_path`; a relative root path is made
+/// absolute against the spec's directory.
+pub fn wire_spec(spec_path: &Path) -> Result<(Value, Vec<String>), CtlError> {
+    let bad = |reason: String| CtlError::Request {
+        method: "CreateContainer".into(),
+        reason,
+    };
+    let text = std::fs::read_to_string(spec_path)
+        .map_err(|e| bad(format!("reading {}: {e}", spec_path.display())))?;
+    let mut oci: Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", spec_path.display())))?;
+    if let Some(root) = oci.pointer_mut("/root/path") {
+        if let Some(p) = root.as_str().filter(|p| !p.starts_with('/')) {
+            let dir = spec_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let abs = std::fs::canonicalize(dir.join(p))
+                .map_err(|e| bad(format!("root.path {p}: {e}")))?;
+            *root = json!(abs.display().to_string());
+        }
+    }
+    let desc = <cocoon_protocols::oci::Spec as protobuf::MessageFull>::descriptor();
+    let mut dropped = Vec::new();
+    let wire = to_wire(&oci, &desc, "", &mut dropped);
+    Ok((wire, dropped))
+}
+
+async fn call(
+    addr: &Address,
+    method: &str,
+    req: &Value,
+    timeout: Duration,
+) -> Result<Value, CtlError> {
+    let client = connect(addr).await?;
+    let text = call_json(&client, method, &req.to_string(), timeout).await?;
+    serde_json::from_str(&text).map_err(|e| CtlError::Response {
+        method: method.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Copies one of the container's streams to ours until EOF.
+async fn pump(addr: Address, id: String, stderr: bool) -> Result<(), CtlError> {
+    let client = connect(&addr).await?;
+    let method = if stderr { "ReadStderr" } else { "ReadStdout" };
+    let req = json!({"container_id": id, "exec_id": id, "len": 65536}).to_string();
+    // A long poll: the read returns when there is output, or EOF (an error).
+    while let Ok(text) = call_json(&client, method, &req, Duration::from_secs(24 * 3600)).await {
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let data = v["data"].as_str().unwrap_or_default();
+        let bytes = base64_decode(data);
+        let _ = if stderr {
+            std::io::stderr().write_all(&bytes)
+        } else {
+            std::io::stdout()
+                .write_all(&bytes)
+                .and_then(|_| std::io::stdout().flush())
+        };
+    }
+    Ok(())
+}
+
+/// Standard base64 (proto JSON's encoding of `bytes`).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Runs the container `id` from `spec_path`; returns its exit status.
+pub async fn run_container(
+    addr: &Address,
+    id: &str,
+    spec_path: &Path,
+    timeout: Duration,
+    keep: bool,
+) -> Result<i32, CtlError> {
+    let (spec, dropped) = wire_spec(spec_path)?;
+    if !dropped.is_empty() {
+        eprintln!(
+            "cocoon-ctl: not in the Kata wire spec, ignored: {}",
+            dropped.join(", ")
+        );
+    }
+    call(
+        addr,
+        "CreateContainer",
+        &json!({"container_id": id, "exec_id": id, "OCI": spec}),
+        timeout,
+    )
+    .await?;
+    let result = async {
+        call(
+            addr,
+            "StartContainer",
+            &json!({"container_id": id}),
+            timeout,
+        )
+        .await?;
+        let out = tokio::spawn(pump(addr.clone(), id.to_string(), false));
+        let err = tokio::spawn(pump(addr.clone(), id.to_string(), true));
+        let status = call(
+            addr,
+            "WaitProcess",
+            &json!({"container_id": id, "exec_id": id}),
+            Duration::from_secs(24 * 3600),
+        )
+        .await?;
+        let _ = out.await;
+        let _ = err.await;
+        Ok::<i32, CtlError>(status["status"].as_i64().unwrap_or(0) as i32)
+    }
+    .await;
+    if !keep {
+        let removed = call(
+            addr,
+            "RemoveContainer",
+            &json!({"container_id": id}),
+            timeout,
+        )
+        .await;
+        if let Err(e) = removed {
+            eprintln!("cocoon-ctl: RemoveContainer {id}: {e}");
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_json_becomes_the_wire_spec() {
+        let dir = std::env::temp_dir().join(format!("cocoon-ctl-run-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        let spec = dir.join("config.json");
+        std::fs::write(
+            &spec,
+            r#"{"ociVersion":"1.0.2","process":{"terminal":false,"user":{"uid":1,"gid":2},
+               "args":["sh"],"cwd":"/","noNewPrivileges":true,
+               "rlimits":[{"type":"RLIMIT_NOFILE","hard":9,"soft":9}]},
+               "root":{"path":"rootfs","readonly":true},"hostname":"h",
+               "mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
+               "linux":{"namespaces":[{"type":"pid"}],"uidMappings":[{"containerID":0,"hostID":1000,"size":1}],
+               "resources":{"cpu":{"shares":2}},"timeOffsets":{}}}"#,
+        )
+        .unwrap();
+        let (wire, dropped) = wire_spec(&spec).unwrap();
+        assert_eq!(wire["Version"], "1.0.2");
+        assert_eq!(wire["Process"]["User"]["UID"], 1);
+        assert_eq!(wire["Process"]["Rlimits"][0]["Type"], "RLIMIT_NOFILE");
+        assert_eq!(wire["Linux"]["UIDMappings"][0]["HostID"], 1000);
+        assert_eq!(wire["Linux"]["Resources"]["CPU"]["Shares"], 2);
+        assert_eq!(wire["Mounts"][0]["destination"], "/proc");
+        assert!(wire["Root"]["Path"].as_str().unwrap().ends_with("/rootfs"));
+        assert_eq!(dropped, vec!["linux.timeOffsets".to_string()]);
+        // The wire JSON parses as a grpc.Spec.
+        let desc = <cocoon_protocols::oci::Spec as protobuf::MessageFull>::descriptor();
+        protobuf_json_mapping::parse_dyn_from_str(&desc, &wire.to_string()).unwrap();
+        assert_eq!(base64_decode("aGk="), b"hi");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
