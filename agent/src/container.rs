@@ -40,6 +40,8 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     started: AtomicBool,
     pub cgroup_path: String,
+    /// OOM kills already reported by GetOOMEvent.
+    pub oom_reported: AtomicU64,
     paths: Paths,
 }
 
@@ -358,6 +360,7 @@ impl Container {
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
+            oom_reported: AtomicU64::new(0),
             cgroup_path,
             paths: paths.clone(),
         })

@@ -10,6 +10,7 @@
 //! from here and never call back.
 
 pub mod attestation;
+pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod copy_file;

@@ -3,15 +3,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use std::time::Duration;
 
 use cocoon_protocols::agent::{
     AgentDetails, CloseStdinRequest, CopyFileRequest, CreateContainerRequest, CreateSandboxRequest,
-    DestroySandboxRequest, ExecProcessRequest, GuestDetailsRequest, GuestDetailsResponse,
-    PauseContainerRequest, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
-    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, TtyWinResizeRequest,
+    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
+    GuestDetailsResponse, OOMEvent, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
+    RemoveContainerRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
     WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use cocoon_protocols::agent_ttrpc::AgentService;
@@ -26,6 +27,8 @@ use crate::streams::set_winsize;
 
 /// How long DestroySandbox waits for each container to stop.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often GetOOMEvent looks at the containers' OOM counters.
+const OOM_POLL: Duration = Duration::from_millis(100);
 /// RemoveContainer's wait when the request gives no timeout.
 const REMOVE_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -418,6 +421,71 @@ impl AgentService for AgentRpc {
             c.resume(&self.sandbox.reaper).await
         };
         empty(r.await)
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StatsContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let c = self.sandbox.container(&req.container_id)?;
+        let (path, id) = (c.cgroup_path.clone(), c.id.clone());
+        let stats = tokio::task::spawn_blocking(move || crate::cgroups::stats(&path, &id))
+            .await
+            .map_err(|e| AgentError::internal("stats", e))??;
+        Ok(StatsContainerResponse {
+            cgroup_stats: Some(stats).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let r = async {
+            let c = self.sandbox.container(&req.container_id)?;
+            let wire = req
+                .resources
+                .as_ref()
+                .ok_or_else(|| AgentError::invalid("resources", "missing"))?;
+            let resources: oci_spec::runtime::LinuxResources =
+                serde_json::from_value(crate::oci::resources_json(wire))
+                    .map_err(|e| AgentError::invalid("resources", e))?;
+            let (path, id) = (c.cgroup_path.clone(), c.id.clone());
+            tokio::task::spawn_blocking(move || crate::cgroups::update(&path, &id, &resources))
+                .await
+                .map_err(|e| AgentError::internal("update", e))?
+        };
+        empty(r.await)
+    }
+
+    async fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetOOMEventRequest,
+    ) -> ttrpc::Result<OOMEvent> {
+        use std::sync::atomic::Ordering;
+        loop {
+            for c in self.sandbox.all() {
+                let Some(kills) = crate::cgroups::oom_kills(&c.cgroup_path) else {
+                    continue;
+                };
+                let seen = c.oom_reported.load(Ordering::SeqCst);
+                if kills > seen
+                    && c.oom_reported
+                        .compare_exchange(seen, seen + 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    return Ok(OOMEvent {
+                        container_id: c.id.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+            tokio::time::sleep(OOM_POLL).await;
+        }
     }
 
     async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
