@@ -123,10 +123,18 @@ fn agent_as_pid1_mounts_reaps_and_powers_off() {
 
     // An orphan is re-parented to the agent and reaped when it exits.
     nsenter(agent_pid, &["-p", "-m"], &["sh", "-c", "sleep 1 & exit 0"]);
-    let orphan = children(agent_pid)
-        .into_iter()
-        .find(|p| status_field(*p, "Name").as_deref() == Some("sleep"))
-        .expect("the orphan was not re-parented to the agent");
+    // The forked child may not have exec'd `sleep` yet when `sh` exits: poll.
+    let find_deadline = Instant::now() + Duration::from_secs(5);
+    let orphan = loop {
+        let found = children(agent_pid)
+            .into_iter()
+            .find(|p| status_field(*p, "Name").as_deref() == Some("sleep"));
+        match found {
+            Some(p) => break p,
+            None if Instant::now() < find_deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => panic!("the orphan was not re-parented to the agent"),
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{orphan}")).exists() {
         assert!(
