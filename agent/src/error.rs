@@ -19,6 +19,9 @@ pub enum AgentError {
     PermissionDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// The runtime retries UpdateInterface on this text: keep `Link not found`.
+    #[error("Link not found ({0})")]
+    LinkNotFound(String),
     /// End of a process's output stream.
     #[error("EOF")]
     Eof,
@@ -45,7 +48,7 @@ impl AgentError {
 
     pub fn code(&self) -> Code {
         match self {
-            AgentError::NotFound { .. } => Code::NOT_FOUND,
+            AgentError::NotFound { .. } | AgentError::LinkNotFound(_) => Code::NOT_FOUND,
             AgentError::AlreadyExists { .. } => Code::ALREADY_EXISTS,
             AgentError::InvalidArgument { .. } => Code::INVALID_ARGUMENT,
             AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,

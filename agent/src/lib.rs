@@ -17,6 +17,7 @@ pub mod copy_file;
 pub mod error;
 pub mod init;
 pub mod logging;
+pub mod network;
 pub mod oci;
 pub mod process;
 pub mod reaper;

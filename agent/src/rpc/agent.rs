@@ -8,6 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use cocoon_protocols::agent::{
+    AddARPNeighborsRequest, Interfaces, ListInterfacesRequest, ListRoutesRequest, Routes,
+    UpdateInterfaceRequest, UpdateRoutesRequest,
+};
+use cocoon_protocols::agent::{
     AgentDetails, CloseStdinRequest, CopyFileRequest, CreateContainerRequest, CreateSandboxRequest,
     DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
     GuestDetailsResponse, OOMEvent, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
@@ -16,6 +20,7 @@ use cocoon_protocols::agent::{
     WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
 };
 use cocoon_protocols::agent_ttrpc::AgentService;
+use cocoon_protocols::types::Interface;
 use protobuf::well_known_types::empty::Empty;
 use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
@@ -486,6 +491,70 @@ impl AgentService for AgentRpc {
             }
             tokio::time::sleep(OOM_POLL).await;
         }
+    }
+
+    async fn update_interface(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        let iface = req
+            .interface
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("interface", "missing"))?;
+        Ok(crate::network::update_interface(iface).await?)
+    }
+
+    async fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let list = req
+            .routes
+            .as_ref()
+            .map(|r| r.Routes.clone())
+            .unwrap_or_default();
+        let routes = crate::network::update_routes(&list).await?;
+        Ok(Routes {
+            Routes: routes,
+            ..Default::default()
+        })
+    }
+
+    async fn list_interfaces(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListInterfacesRequest,
+    ) -> ttrpc::Result<Interfaces> {
+        Ok(Interfaces {
+            Interfaces: crate::network::list_interfaces().await?,
+            ..Default::default()
+        })
+    }
+
+    async fn list_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ListRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        Ok(Routes {
+            Routes: crate::network::list_routes().await?,
+            ..Default::default()
+        })
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddARPNeighborsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let list = req
+            .neighbors
+            .as_ref()
+            .map(|n| n.ARPNeighbors.clone())
+            .unwrap_or_default();
+        empty(crate::network::add_arp_neighbors(&list).await)
     }
 
     async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
