@@ -125,10 +125,59 @@ pub fn to_wire(s: &Stats) -> CgroupStats {
 /// The container's cgroup statistics.
 pub fn stats(cgroup_path: &str, id: &str) -> Result<CgroupStats> {
     let m = manager(cgroup_path, id)?;
-    let s = m
-        .stats()
-        .map_err(|e| AgentError::internal("reading cgroup statistics", e))?;
-    Ok(to_wire(&s))
+    match m.stats() {
+        Ok(s) => Ok(to_wire(&s)),
+        // libcgroups wants every v2 controller enabled; with some missing, report what
+        // the cgroup's files do say.
+        Err(e) if matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified)) => {
+            tracing::debug!(error = %e, "full cgroup v2 statistics unavailable; reading what exists");
+            Ok(to_wire(&v2_partial(
+                &Path::new(CGROUP_ROOT).join(cgroup_path.trim_start_matches('/')),
+            )))
+        }
+        Err(e) => Err(AgentError::internal("reading cgroup statistics", e)),
+    }
+}
+
+/// `key value` lines of a cgroup v2 file.
+fn flat_keyed(path: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn single(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// What a cgroup v2 directory tells without every controller: CPU time (always in
+/// `cpu.stat`), and memory and pids when their controllers are on.
+fn v2_partial(dir: &Path) -> Stats {
+    let mut s = Stats::default();
+    let cpu = flat_keyed(&dir.join("cpu.stat"));
+    let usec = |k: &str| cpu.get(k).copied().unwrap_or(0) * 1000;
+    s.cpu.usage.usage_total = usec("usage_usec");
+    s.cpu.usage.usage_user = usec("user_usec");
+    s.cpu.usage.usage_kernel = usec("system_usec");
+    s.cpu.throttling.periods = cpu.get("nr_periods").copied().unwrap_or(0);
+    s.cpu.throttling.throttled_periods = cpu.get("nr_throttled").copied().unwrap_or(0);
+    s.cpu.throttling.throttled_time = usec("throttled_usec");
+    s.memory.memory.usage = single(&dir.join("memory.current")).unwrap_or(0);
+    s.memory.memory.max_usage = single(&dir.join("memory.peak")).unwrap_or(0);
+    s.memory.memory.limit = single(&dir.join("memory.max")).unwrap_or(u64::MAX);
+    s.memory.stats = flat_keyed(&dir.join("memory.stat"));
+    s.pids.current = single(&dir.join("pids.current")).unwrap_or_else(|| {
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|p| p.lines().count() as u64)
+            .unwrap_or(0)
+    });
+    s.pids.limit = single(&dir.join("pids.max")).unwrap_or(0);
+    s
 }
 
 /// Applies new resource limits to the container's cgroup.

@@ -122,7 +122,14 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
             init_daemon: is_init,
             extra_features: vec![attestation::tee_feature(&probe)],
         };
-        server::serve(&config.server_addr, info, &sink, is_init, sandbox).await?;
+        server::serve(&config.server_addr, info, &sink, is_init, sandbox.clone()).await?;
+        // Stopped by a signal (not PID 1) or after DestroySandbox: leave no container.
+        if let Err(e) = sandbox
+            .destroy_all(cocoon_agent::rpc::agent::DESTROY_TIMEOUT)
+            .await
+        {
+            tracing::warn!(error = %e, "tearing down containers at exit");
+        }
         anyhow::Ok(())
     })
 }

@@ -191,6 +191,31 @@ impl Sandbox {
         self.lock_containers().values().cloned().collect()
     }
 
+    /// Kills and removes every container, releases every storage and the pod's
+    /// namespaces (DestroySandbox, and the agent's exit).
+    pub async fn destroy_all(&self, timeout: std::time::Duration) -> Result<()> {
+        let _life = self.lifecycle.lock().await;
+        let mut first_error = None;
+        for c in self.all() {
+            match c.destroy(&self.reaper, timeout).await {
+                Ok(()) => {
+                    self.storages.release(&c.storages);
+                    self.remove(&c.id);
+                }
+                Err(e) => {
+                    tracing::error!(container = %c.id, error = %e, "destroying a container");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.storages.release(&self.storages.all());
+        *self.info() = SandboxInfo::default();
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the pod's DNS servers to `<sandbox>/resolv.conf` and, in the guest,
     /// bind-mounts it on `/etc/resolv.conf` (as upstream does).
     pub fn setup_dns(&self, dns: &[String]) -> Result<()> {

@@ -223,11 +223,13 @@ fn two_containers_share_the_pods_uts_and_ipc() {
         std::fs::read_to_string(pod.run_dir.join("sandbox/resolv.conf")).unwrap(),
         "nameserver 10.0.0.53\n"
     );
-    let show = "hostname; for n in uts ipc pid; do readlink /proc/self/ns/$n; done";
+    // Both stay alive while compared (a freed namespace's inode number is reused).
+    let show =
+        "hostname; for n in uts ipc pid; do readlink /proc/self/ns/$n; done; echo end; sleep 1000";
     pod.run("a", &["sh", "-c", show]);
     pod.run("b", &["sh", "-c", show]);
-    let a = pod.read_all("a", "a", false);
-    let b = pod.read_all("b", "b", false);
+    let a = pod.read_until("a", "a", "end\n").replace("end\n", "");
+    let b = pod.read_until("b", "b", "end\n").replace("end\n", "");
     let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     assert_eq!(a.len(), 4, "{a:?}");
     assert_eq!(a[0], "cocoon-pod");
@@ -397,7 +399,7 @@ fn destroy_sandbox_tears_everything_down() {
     );
     pod.ok("PauseContainer", json!({"container_id": "x"}));
     pod.ok("ResumeContainer", json!({"container_id": "x"}));
-    assert_eq!(pod::pids_with(&format!("sleep {marker}")).len(), 3);
+    pod::wait_pids(&format!("sleep {marker}"), 3);
     assert!(!pod.mounts().is_empty());
 
     pod.ok("DestroySandbox", json!({}));
@@ -501,4 +503,104 @@ fn stats_update_and_oom_event() {
     }
     let event = waiter.join().unwrap().unwrap();
     assert_eq!(event["container_id"], "oom");
+}
+
+#[test]
+fn storages_are_shared_and_unmounted_with_their_last_user() {
+    require_pod!();
+    let pod = Pod::new();
+    let eph = pod.run_dir.join("sandbox/ephemeral/cache");
+    let local = pod.run_dir.join("sandbox/local/scratch");
+    let storages = json!([
+        {"driver": "ephemeral", "source": "tmpfs", "fstype": "tmpfs", "options": ["size=1m"],
+         "mount_point": eph.display().to_string()},
+        {"driver": "local", "source": "local", "options": ["mode=0777"],
+         "mount_point": local.display().to_string()}
+    ]);
+    let with_volume = |args: &[&str]| {
+        let mut spec = pod.spec(args);
+        spec["Mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/cache", "source": eph.display().to_string(), "type": "bind",
+            "options": ["rbind", "rw"]
+        }));
+        spec
+    };
+    let is_mounted = |p: &std::path::Path| {
+        let needle = format!(" {} ", p.display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&needle))
+    };
+    pod.ok(
+        "CreateContainer",
+        json!({"container_id": "w", "OCI": with_volume(&["sh", "-c", "echo shared > /cache/f"]), "storages": storages}),
+    );
+    pod.ok(
+        "CreateContainer",
+        json!({"container_id": "r", "OCI": with_volume(&["sh", "-c", "cat /cache/f"]), "storages": storages}),
+    );
+    assert!(is_mounted(&eph) && local.is_dir());
+    pod.ok("StartContainer", json!({"container_id": "w"}));
+    assert_eq!(pod.wait("w", "w"), 0);
+    pod.ok("StartContainer", json!({"container_id": "r"}));
+    assert_eq!(pod.read_all("r", "r", false), "shared\n");
+    pod.ok("RemoveContainer", json!({"container_id": "w"}));
+    assert!(is_mounted(&eph), "unmounted while still in use");
+    pod.ok("RemoveContainer", json!({"container_id": "r"}));
+    assert!(!is_mounted(&eph), "still mounted after its last user");
+    assert!(!local.exists());
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+}
+
+#[test]
+fn sigterm_tears_containers_down() {
+    require_pod!();
+    let mut pod = Pod::new();
+    let marker = format!("{}", 700_000 + std::process::id() % 99_999);
+    pod.run("t", &["sleep", &marker]);
+    pod::wait_pids(&format!("sleep {marker}"), 1);
+    let pid = pod.agent.as_ref().unwrap().child.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(pod.wait_agent_exit().success(), "{}", pod.agent_log());
+    assert!(
+        pod::pids_with(&format!("sleep {marker}")).is_empty(),
+        "container left running"
+    );
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+}
+
+#[test]
+fn pure_cgroup_v2_as_in_the_guest() {
+    require_pod!();
+    let Some(pod) = Pod::new_v2() else {
+        eprintln!("SKIPPED: no cgroup2 hierarchy at /sys/fs/cgroup/unified");
+        return;
+    };
+    pod.run("v2", &["sh", "-c", "cat /proc/self/cgroup; sleep 1000"]);
+    let want = format!("0::/{}/v2\n", pod.cgroup_parent);
+    // The v2 manager placed it (the kernel still lists the host's v1 hierarchies).
+    pod.read_until("v2", "v2", &want);
+    let dir = std::path::Path::new("/sys/fs/cgroup/unified")
+        .join(&pod.cgroup_parent)
+        .join("v2");
+    assert!(dir.is_dir(), "no v2 cgroup at {}", dir.display());
+    let stats = pod.ok("StatsContainer", json!({"container_id": "v2"}));
+    let current = &stats["cgroup_stats"]["pids_stats"]["current"];
+    assert!(
+        current
+            .as_str()
+            .is_some_and(|c| c.parse::<u64>().unwrap() >= 1),
+        "{stats}"
+    );
+    pod.ok("PauseContainer", json!({"container_id": "v2"}));
+    let frozen = std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap();
+    assert_eq!(frozen.trim(), "1");
+    pod.ok("ResumeContainer", json!({"container_id": "v2"}));
+    pod.ok("RemoveContainer", json!({"container_id": "v2"}));
+    assert!(!dir.exists(), "cgroup left behind");
 }

@@ -122,8 +122,14 @@ fn agent_as_pid1_mounts_reaps_and_powers_off() {
     assert_eq!(details["agent_details"]["init_daemon"], true);
 
     // An orphan is re-parented to the agent and reaped when it exits.
-    nsenter(agent_pid, &["-p", "-m"], &["sh", "-c", "sleep 1 & exit 0"]);
-    // The forked child may not have exec'd `sleep` yet when `sh` exits: poll.
+    nsenter(
+        agent_pid,
+        &["-p", "-m"],
+        &["sh", "-c", "sleep 2 </dev/null >/dev/null 2>&1 & exit 0"],
+    );
+    // The orphan must not hold nsenter's output pipes (output() would wait for it to
+    // exit, and it would be reaped before we look); and it may not have exec'd `sleep`
+    // yet when `sh` exits: poll.
     let find_deadline = Instant::now() + Duration::from_secs(5);
     let orphan = loop {
         let found = children(agent_pid)

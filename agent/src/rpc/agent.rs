@@ -31,7 +31,7 @@ use crate::sandbox::{Sandbox, SharedNamespaces};
 use crate::streams::set_winsize;
 
 /// How long DestroySandbox waits for each container to stop.
-const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often GetOOMEvent looks at the containers' OOM counters.
 const OOM_POLL: Duration = Duration::from_millis(100);
 /// RemoveContainer's wait when the request gives no timeout.
@@ -152,27 +152,7 @@ impl AgentRpc {
     }
 
     async fn do_destroy_sandbox(&self) -> Result<()> {
-        let sb = &self.sandbox;
-        let _life = sb.lifecycle.lock().await;
-        let mut first_error = None;
-        for c in sb.all() {
-            match c.destroy(&sb.reaper, DESTROY_TIMEOUT).await {
-                Ok(()) => {
-                    sb.storages.release(&c.storages);
-                    sb.remove(&c.id);
-                }
-                Err(e) => {
-                    tracing::error!(container = %c.id, error = %e, "DestroySandbox");
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        sb.storages.release(&sb.storages.all());
-        *sb.info() = Default::default();
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.sandbox.destroy_all(DESTROY_TIMEOUT).await
     }
 
     fn process(

@@ -65,6 +65,29 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
 
 impl Pod {
     pub fn new() -> Pod {
+        Pod::with_wrapper(&[])
+    }
+
+    /// The agent in a private mount namespace where the host's cgroup2 hierarchy
+    /// (`/sys/fs/cgroup/unified` on a hybrid host) is bind-mounted on /sys/fs/cgroup:
+    /// pure cgroup v2, as in the guest. None if this host has no cgroup2 mount there.
+    pub fn new_v2() -> Option<Pod> {
+        if !Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+            return None;
+        }
+        Some(Pod::with_wrapper(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec \"$0\"",
+        ]))
+    }
+
+    fn with_wrapper(wrapper: &[&str]) -> Pod {
         let dir = tempfile::Builder::new()
             .prefix("cocoon-pod")
             .tempdir()
@@ -77,7 +100,14 @@ impl Pod {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let mut command = Command::new(AGENT);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
         command
             .env(
                 "KATA_AGENT_SERVER_ADDR",
@@ -319,5 +349,22 @@ impl Drop for Pod {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// Waits (up to 10 s) until `n` processes' command lines contain `marker`; they are
+/// started asynchronously after StartContainer/ExecProcess answer.
+pub fn wait_pids(marker: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = pids_with(marker).len();
+        if found == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{found} processes with {marker:?}, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
