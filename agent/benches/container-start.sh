@@ -65,7 +65,7 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 "$CTL" -a "unix://$SOCK" run --id warm "$WORK/bundle/config.json"
 unshare --fork --pid --mount chroot "$WORK/bundle/rootfs" /bin/true
 
-: >"$WORK/agent.times"; : >"$WORK/floor.times"
+: >"$WORK/agent.times"; : >"$WORK/floor.times"; : >"$WORK/floor-ns.times"
 for i in $(seq "$RUNS"); do
     t0=$(now_us)
     "$CTL" -a "unix://$SOCK" run --id "bench-$i" "$WORK/bundle/config.json"
@@ -77,9 +77,18 @@ for i in $(seq "$RUNS"); do
     echo $(( $(now_us) - t0 )) >>"$WORK/floor.times"
 done
 
+# The same namespaces as the container (pid, mount, ipc, uts, network), for reference.
+for i in $(seq "$RUNS"); do
+    t0=$(now_us)
+    unshare --fork --pid --mount --ipc --uts --net chroot "$WORK/bundle/rootfs" /bin/true
+    echo $(( $(now_us) - t0 )) >>"$WORK/floor-ns.times"
+done
+
 agent=$(median <"$WORK/agent.times")
+floor_ns=$(median <"$WORK/floor-ns.times")
 floor=$(median <"$WORK/floor.times")
 echo "container-start: $RUNS runs, profile $PROFILE"
 echo "  agent (cocoon-ctl run: create+start+wait+remove): median ${agent} us"
 echo "  floor (unshare --fork --pid --mount chroot true):  median ${floor} us"
+echo "  same namespaces (+ --ipc --uts --net):          median ${floor_ns} us"
 awk -v a="$agent" -v f="$floor" 'BEGIN {printf "  ratio agent/floor: %.1fx\n", a / f}'
