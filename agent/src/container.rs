@@ -248,7 +248,9 @@ impl Container {
     /// left behind: no state, no cgroup, no mount, no bundle.
     pub async fn create(paths: &Paths, reaper: &Reaper, mut p: CreateParams) -> Result<Container> {
         let bundle = paths.bundle(&p.id);
-        if bundle.exists() {
+        // The bundle directory itself may exist already: a storage (block device, guest
+        // pull) mounts the rootfs at `<bundle>/rootfs`.
+        if bundle.join("config.json").exists() {
             return Err(AgentError::AlreadyExists {
                 what: "container bundle",
                 id: p.id.clone(),
@@ -547,7 +549,7 @@ impl Container {
 
 /// Removes a bundle without ever recursing into its rootfs (whose mount may still be
 /// there if unmounting failed): our files, then empty directories only.
-fn remove_bundle(bundle: &Path) {
+pub fn remove_bundle(bundle: &Path) {
     if let Ok(dir) = std::fs::read_dir(bundle) {
         for e in dir.flatten() {
             let path = e.path();

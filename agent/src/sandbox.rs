@@ -200,6 +200,7 @@ impl Sandbox {
             match c.destroy(&self.reaper, timeout).await {
                 Ok(()) => {
                     self.storages.release(&c.storages);
+                    crate::container::remove_bundle(&c.bundle);
                     self.remove(&c.id);
                 }
                 Err(e) => {

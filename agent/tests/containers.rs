@@ -604,3 +604,59 @@ fn pure_cgroup_v2_as_in_the_guest() {
     pod.ok("RemoveContainer", json!({"container_id": "v2"}));
     assert!(!dir.exists(), "cgroup left behind");
 }
+
+/// A loop device holding an ext4 image; detached on drop.
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn block_device_rootfs_storage() {
+    require_pod!();
+    let pod = Pod::new();
+    let image = pod.dir.path().join("rootfs.ext4");
+    let made = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&pod.rootfs)
+        .arg(&image)
+        .arg("16M")
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: mkfs.ext4 -d failed (apt-get install e2fsprogs)");
+        return;
+    }
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: no loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let rootfs = pod.run_dir.join("blk/rootfs");
+    let mut spec = pod.spec(&["sh", "-c", "echo from-a-block-device"]);
+    spec["Root"] = json!({"Path": rootfs.display().to_string(), "Readonly": true});
+    pod.ok(
+        "CreateContainer",
+        json!({"container_id": "blk", "OCI": spec, "storages": [
+            {"driver": "blk", "source": dev.0, "fstype": "ext4", "options": ["ro"],
+             "mount_point": rootfs.display().to_string()}]}),
+    );
+    pod.ok("StartContainer", json!({"container_id": "blk"}));
+    assert_eq!(pod.read_all("blk", "blk", false), "from-a-block-device\n");
+    assert_eq!(pod.wait("blk", "blk"), 0);
+    pod.ok("RemoveContainer", json!({"container_id": "blk"}));
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+    assert!(!pod.run_dir.join("blk").exists(), "bundle left behind");
+}

@@ -131,6 +131,7 @@ impl AgentRpc {
             }
             Err(e) => {
                 sb.storages.release(&storages);
+                crate::container::remove_bundle(&sb.paths.bundle(&req.container_id));
                 Err(e)
             }
         }
@@ -147,6 +148,8 @@ impl AgentRpc {
         };
         c.destroy(&sb.reaper, timeout).await?;
         sb.storages.release(&c.storages);
+        // A storage-mounted rootfs kept the bundle until now.
+        crate::container::remove_bundle(&c.bundle);
         sb.remove(&req.container_id);
         Ok(())
     }
