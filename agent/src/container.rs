@@ -176,6 +176,8 @@ pub struct CreateParams {
     pub spec: Spec,
     pub storages: Vec<PathBuf>,
     pub shared_ns: Option<Arc<SharedNamespaces>>,
+    /// A PID namespace to join (`sandbox_pidns`: the pod's first container's).
+    pub pid_ns: Option<PathBuf>,
 }
 
 /// Container ids become directory names: keep them to a safe alphabet.
@@ -208,6 +210,7 @@ fn console_size(spec: &Spec) -> Option<(u16, u16)> {
 fn adapt_spec(
     spec: &mut Spec,
     shared_ns: Option<&SharedNamespaces>,
+    pid_ns: Option<&Path>,
     rootfs: &Path,
     cgroup_path: &str,
 ) -> Result<()> {
@@ -237,6 +240,15 @@ fn adapt_spec(
         }
         // The pod's hostname is set in its UTS namespace.
         spec.set_hostname(None);
+        linux.set_namespaces(Some(list));
+    }
+    if let Some(path) = pid_ns {
+        let mut list = linux.namespaces().clone().unwrap_or_default();
+        list.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+        let mut ns = oci_spec::runtime::LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::Pid);
+        ns.set_path(Some(path.to_path_buf()));
+        list.push(ns);
         linux.set_namespaces(Some(list));
     }
     spec.set_linux(Some(linux));
@@ -270,7 +282,14 @@ impl Container {
         let rootfs = bundle.join("rootfs");
         let cgroup_path = format!("/{}/{}", paths.cgroup_parent, p.id);
         let shared_ns = p.shared_ns.clone();
-        adapt_spec(&mut p.spec, shared_ns.as_deref(), &rootfs, &cgroup_path)?;
+        let pid_ns = p.pid_ns.clone();
+        adapt_spec(
+            &mut p.spec,
+            shared_ns.as_deref(),
+            pid_ns.as_deref(),
+            &rootfs,
+            &cgroup_path,
+        )?;
         let terminal = p
             .spec
             .process()

@@ -131,6 +131,10 @@ pub struct SandboxInfo {
     pub id: String,
     pub hostname: String,
     pub namespaces: Option<Arc<SharedNamespaces>>,
+    /// CreateSandbox's `sandbox_pidns`: containers share the first one's PID namespace.
+    pub sandbox_pidns: bool,
+    /// The container whose PID namespace the others join.
+    pub pidns_container: Option<String>,
 }
 
 /// Everything the agent knows about the pod.

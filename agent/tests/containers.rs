@@ -660,3 +660,28 @@ fn block_device_rootfs_storage() {
     assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
     assert!(!pod.run_dir.join("blk").exists(), "bundle left behind");
 }
+
+#[test]
+fn sandbox_pidns_shares_the_first_containers_pid_namespace() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.ok(
+        "CreateSandbox",
+        json!({"hostname": "pidpod", "sandbox_pidns": true}),
+    );
+    let show = "readlink /proc/self/ns/pid; echo end; sleep 1000";
+    pod.run("pause", &["sh", "-c", show]);
+    pod.run("app", &["sh", "-c", show]);
+    let a = pod.read_until("pause", "pause", "end\n");
+    let b = pod.read_until("app", "app", "end\n");
+    assert_eq!(a, b, "PID namespace not shared");
+    // The app sees the pause container's processes.
+    let mut process = pod.spec(&["ps"])["Process"].clone();
+    process["Args"] = json!(["sh", "-c", "ps | grep -c 'sleep 1000'"]);
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "app", "exec_id": "ps", "process": process}),
+    );
+    let count: u32 = pod.read_all("app", "ps", false).trim().parse().unwrap();
+    assert!(count >= 2, "{count}");
+}

@@ -97,6 +97,7 @@ impl AgentRpc {
         info.id = req.sandbox_id;
         info.hostname = req.hostname;
         info.namespaces = Some(Arc::new(ns));
+        info.sandbox_pidns = req.sandbox_pidns;
         Ok(())
     }
 
@@ -117,15 +118,35 @@ impl AgentRpc {
         let storages = sb
             .storages
             .add(&req.storages, &sb.paths.run_dir, sb.hotplug_timeout)?;
-        let shared_ns = sb.info().namespaces.clone();
+        let (shared_ns, share_pidns, owner) = {
+            let info = sb.info();
+            (
+                info.namespaces.clone(),
+                info.sandbox_pidns || req.sandbox_pidns,
+                info.pidns_container.clone(),
+            )
+        };
+        let pid_ns = match owner.and_then(|id| sb.container(&id).ok()) {
+            Some(first) if share_pidns && first.init.exit_code().is_none() => Some(
+                std::path::PathBuf::from(format!("/proc/{}/ns/pid", first.init.pid)),
+            ),
+            _ => None,
+        };
         let params = CreateParams {
             id: req.container_id.clone(),
             spec,
             storages: storages.clone(),
             shared_ns,
+            pid_ns,
         };
         match Container::create(&sb.paths, &sb.reaper, params).await {
             Ok(c) => {
+                if share_pidns {
+                    let mut info = sb.info();
+                    if info.pidns_container.is_none() {
+                        info.pidns_container = Some(c.id.clone());
+                    }
+                }
                 sb.insert(Arc::new(c));
                 Ok(())
             }
