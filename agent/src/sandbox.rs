@@ -241,7 +241,14 @@ impl Sandbox {
         }
         std::fs::write(&file, text).map_err(|e| AgentError::internal("writing resolv.conf", e))?;
         if self.paths.is_init {
-            bind_mount(&file, Path::new("/etc/resolv.conf"))?;
+            let target = Path::new("/etc/resolv.conf");
+            if std::fs::symlink_metadata(target).is_err() {
+                // An initramfs may have none: make the mount point.
+                std::fs::create_dir_all("/etc")
+                    .and_then(|_| std::fs::write(target, ""))
+                    .map_err(|e| AgentError::internal("creating /etc/resolv.conf", e))?;
+            }
+            bind_mount(&file, target)?;
         }
         Ok(())
     }
