@@ -435,7 +435,11 @@ impl Container {
         exec_id: &str,
         process: serde_json::Value,
     ) -> Result<()> {
-        if exec_id == self.id || self.lock_execs().contains_key(exec_id) {
+        let taken = self
+            .lock_execs()
+            .get(exec_id)
+            .is_some_and(|p| p.exit_code().is_none());
+        if exec_id == self.id || taken {
             return Err(AgentError::AlreadyExists {
                 what: "process",
                 id: exec_id.to_string(),

@@ -2,6 +2,7 @@
 //! streams, and its exit status (from the [`Reaper`](crate::reaper::Reaper)).
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
@@ -42,6 +43,10 @@ pub struct Process {
     stderr: Option<Arc<FdStream>>,
     tty: Option<Arc<FdStream>>,
     exit: watch::Receiver<Option<ExitCode>>,
+    /// WaitProcess answered, stdout and stderr read to EOF: an exec can be forgotten.
+    waited: AtomicBool,
+    stdout_eof: AtomicBool,
+    stderr_eof: AtomicBool,
 }
 
 impl Process {
@@ -74,6 +79,7 @@ impl Process {
                 )
             }
         };
+        let (no_stdout, no_stderr) = (stdout.is_none(), stderr.is_none());
         let (tx, exit) = watch::channel(None);
         let status = reaper.watch(pid);
         tokio::spawn(async move {
@@ -87,9 +93,32 @@ impl Process {
             stdin: Mutex::new(stdin),
             stdout,
             stderr,
+            waited: AtomicBool::new(false),
+            stdout_eof: AtomicBool::new(no_stdout),
+            stderr_eof: AtomicBool::new(no_stderr),
             tty,
             exit,
         })
+    }
+
+    pub fn mark_waited(&self) {
+        self.waited.store(true, Ordering::SeqCst);
+    }
+
+    pub fn mark_eof(&self, stderr: bool) {
+        let flag = if stderr {
+            &self.stderr_eof
+        } else {
+            &self.stdout_eof
+        };
+        flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Waited for, and all its output delivered: nothing more to ask about it.
+    pub fn finished(&self) -> bool {
+        self.waited.load(Ordering::SeqCst)
+            && self.stdout_eof.load(Ordering::SeqCst)
+            && self.stderr_eof.load(Ordering::SeqCst)
     }
 
     /// The exit status, once the process has exited.

@@ -57,9 +57,11 @@ fn exec_stdin_and_unknown_exec_ids() {
         "ExecProcess",
         json!({"container_id": "box", "exec_id": "e1", "process": process.clone()}),
     );
-    assert_eq!(pod.read_all("box", "e1", false), "exec-42\n");
     assert_eq!(pod.wait("box", "e1"), 5);
-    // Waited-for execs are forgotten.
+    // Output stays readable after WaitProcess (the shim drains it concurrently)...
+    assert_eq!(pod.read_all("box", "e1", false), "exec-42\n");
+    assert_eq!(pod.read_all("box", "e1", true), "");
+    // ...then a waited-for, drained exec is forgotten.
     let err = pod
         .call(
             "WaitProcess",

@@ -197,16 +197,20 @@ impl AgentRpc {
         req: ReadStreamRequest,
         stderr: bool,
     ) -> Result<ReadStreamResponse> {
-        let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+        let (c, p) = self.process(&req.container_id, &req.exec_id)?;
         let stream = if stderr { p.stderr() } else { p.stdout() };
-        let Some(stream) = stream else {
-            return Err(AgentError::Eof);
+        let data = match stream {
+            Some(stream) => stream
+                .read(req.len as usize)
+                .await
+                .map_err(|e| AgentError::internal("reading the stream", e))?,
+            None => Vec::new(),
         };
-        let data = stream
-            .read(req.len as usize)
-            .await
-            .map_err(|e| AgentError::internal("reading the stream", e))?;
         if data.is_empty() {
+            p.mark_eof(stderr);
+            if req.exec_id != req.container_id && p.finished() {
+                c.forget_exec(&req.exec_id);
+            }
             return Err(AgentError::Eof);
         }
         Ok(ReadStreamResponse {
@@ -338,7 +342,10 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<WaitProcessResponse> {
         let (c, p) = self.process(&req.container_id, &req.exec_id)?;
         let status = p.wait().await;
-        if req.exec_id != req.container_id {
+        p.mark_waited();
+        // An exec is forgotten once waited for and its output read to EOF (the shim
+        // may still be draining it now).
+        if req.exec_id != req.container_id && p.finished() {
             c.forget_exec(&req.exec_id);
         }
         Ok(WaitProcessResponse {
