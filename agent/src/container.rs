@@ -225,6 +225,22 @@ fn adapt_spec(
         .clone()
         .ok_or_else(|| AgentError::invalid("OCI.Linux", "missing"))?;
     linux.set_cgroups_path(Some(PathBuf::from(cgroup_path)));
+    // A network namespace path from the host (the runtime's netns) means nothing in the
+    // guest: the container uses the VM's network, which UpdateInterface configured.
+    if let Some(list) = linux.namespaces().clone() {
+        let kept: Vec<_> = list
+            .into_iter()
+            .filter(|n| {
+                let foreign = n.typ() == LinuxNamespaceType::Network
+                    && n.path().as_ref().is_some_and(|p| !p.exists());
+                if foreign {
+                    tracing::info!(path = ?n.path(), "dropping a network namespace path unknown in the guest");
+                }
+                !foreign
+            })
+            .collect();
+        linux.set_namespaces(Some(kept));
+    }
     if let Some(ns) = shared_ns {
         let mut list = linux.namespaces().clone().unwrap_or_default();
         for n in list.iter_mut() {

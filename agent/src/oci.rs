@@ -333,6 +333,11 @@ pub fn to_oci(spec: &oci::Spec) -> Result<Spec, AgentError> {
     if spec.Linux.is_none() {
         return Err(AgentError::invalid("OCI.Linux", "missing"));
     }
+    if spec.Linux.as_ref().is_some_and(|l| l.Seccomp.is_some()) {
+        tracing::warn!(
+            "the spec's seccomp profile is ignored: this agent is built without seccomp"
+        );
+    }
     serde_json::from_value(spec_json(spec))
         .map_err(|e| AgentError::invalid("OCI", format!("not a valid OCI runtime spec: {e}")))
 }

@@ -24,7 +24,12 @@ fn create_start_read_wait() {
 fn non_zero_exit_and_killed_status() {
     require_pod!();
     let pod = Pod::new();
-    pod.run("fail", &["sh", "-c", "exit 42"]);
+    // A host network namespace path (as the runtime may pass) is dropped in the guest.
+    let mut spec = pod.spec(&["sh", "-c", "exit 42"]);
+    spec["Linux"]["Namespaces"] = json!([{"Type": "pid"}, {"Type": "mount"},
+        {"Type": "network", "Path": "/var/run/netns/cni-cocoon-does-not-exist"}]);
+    pod.create("fail", spec);
+    pod.ok("StartContainer", json!({"container_id": "fail"}));
     assert_eq!(pod.wait("fail", "fail"), 42);
     // WaitProcess on an exited init can be asked again.
     assert_eq!(pod.wait("fail", "fail"), 42);
