@@ -14,6 +14,7 @@ pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod copy_file;
+pub mod devices;
 pub mod error;
 pub mod init;
 pub mod logging;

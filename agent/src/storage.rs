@@ -100,7 +100,7 @@ fn block_device_by_pci_path(pci: &str) -> Option<PathBuf> {
     None
 }
 
-fn wait_for_device(source: &str, timeout: Duration) -> Result<PathBuf> {
+pub fn wait_for_device(source: &str, timeout: Duration) -> Result<PathBuf> {
     let deadline = Instant::now() + timeout;
     loop {
         let found = if source.starts_with("/dev/") {

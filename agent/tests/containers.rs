@@ -692,3 +692,50 @@ fn sandbox_pidns_shares_the_first_containers_pid_namespace() {
     let count: u32 = pod.read_all("app", "ps", false).trim().parse().unwrap();
     assert!(count >= 2, "{count}");
 }
+
+#[test]
+fn block_device_into_a_container() {
+    require_pod!();
+    let pod = Pod::new();
+    let image = pod.dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED: no loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let spec = pod.spec(&[
+        "sh",
+        "-c",
+        "ls -l /dev/vdz; head -c 4 /dev/vdz | od -An -tx1",
+    ]);
+    pod.ok(
+        "CreateContainer",
+        json!({"container_id": "dev", "OCI": spec, "devices": [
+            {"id": "disk", "type": "blk", "vm_path": dev.0, "container_path": "/dev/vdz"}]}),
+    );
+    pod.ok("StartContainer", json!({"container_id": "dev"}));
+    let out = pod.read_all("dev", "dev", false);
+    assert!(out.starts_with('b') && out.contains(" 7,"), "{out}");
+    assert!(out.contains("00 00 00 00"), "{out}");
+    assert_eq!(pod.wait("dev", "dev"), 0);
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "dev2", "OCI": pod.spec(&["true"]), "devices": [
+                {"id": "x", "type": "vfio-ap", "vm_path": "/dev/x", "container_path": "/dev/x"}]}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("devices[0].type"),
+        "{err}"
+    );
+}

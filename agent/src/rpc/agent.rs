@@ -64,6 +64,22 @@ impl AgentRpc {
         }
     }
 
+    /// Sets storages up on a blocking thread (a block device may take
+    /// `agent.hotplug_timeout` to appear).
+    async fn add_storages(
+        &self,
+        list: &[cocoon_protocols::agent::Storage],
+    ) -> Result<Vec<std::path::PathBuf>> {
+        let sb = self.sandbox.clone();
+        let list = list.to_vec();
+        tokio::task::spawn_blocking(move || {
+            sb.storages
+                .add(&list, &sb.paths.run_dir, sb.hotplug_timeout)
+        })
+        .await
+        .map_err(|e| AgentError::internal("storages", e))?
+    }
+
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> Result<()> {
         let sb = &self.sandbox;
         if !req.sandbox_id.is_empty() {
@@ -79,9 +95,7 @@ impl AgentRpc {
                 id: sb.info().id.clone(),
             });
         }
-        let storages = sb
-            .storages
-            .add(&req.storages, &sb.paths.run_dir, sb.hotplug_timeout)?;
+        let storages = self.add_storages(&req.storages).await?;
         let hostname = req.hostname.clone();
         let ns = tokio::task::spawn_blocking(move || SharedNamespaces::create(&hostname))
             .await
@@ -107,7 +121,7 @@ impl AgentRpc {
         let Some(wire) = req.OCI.as_ref() else {
             return Err(AgentError::invalid("OCI", "missing"));
         };
-        let spec = crate::oci::to_oci(wire)?;
+        let mut spec = crate::oci::to_oci(wire)?;
         let _life = sb.lifecycle.lock().await;
         if sb.contains(&req.container_id) {
             return Err(AgentError::AlreadyExists {
@@ -115,9 +129,14 @@ impl AgentRpc {
                 id: req.container_id,
             });
         }
-        let storages = sb
-            .storages
-            .add(&req.storages, &sb.paths.run_dir, sb.hotplug_timeout)?;
+        let devices = req.devices.clone();
+        let timeout = sb.hotplug_timeout;
+        spec = tokio::task::spawn_blocking(move || {
+            crate::devices::apply(&mut spec, &devices, timeout).map(|()| spec)
+        })
+        .await
+        .map_err(|e| AgentError::internal("devices", e))??;
+        let storages = self.add_storages(&req.storages).await?;
         let (shared_ns, share_pidns, owner) = {
             let info = sb.info();
             (
