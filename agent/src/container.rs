@@ -416,7 +416,8 @@ impl Container {
         }
         let mut c = self.load()?;
         let r = blocking(reaper, move || {
-            c.start().map_err(lc_err("starting container"))
+            c.start()
+                .map_err(|e| AgentError::FailedPrecondition(format!("starting container: {e}")))
         })
         .await;
         if r.is_err() {

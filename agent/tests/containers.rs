@@ -13,6 +13,10 @@ fn create_start_read_wait() {
     require_pod!();
     let pod = Pod::new();
     pod.run("c1", &["sh", "-c", "echo hello; echo oops >&2; exit 0"]);
+    let err = pod
+        .call("StartContainer", json!({"container_id": "c1"}))
+        .unwrap_err();
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
     assert_eq!(pod.read_all("c1", "c1", false), "hello\n");
     assert_eq!(pod.read_all("c1", "c1", true), "oops\n");
     assert_eq!(pod.wait("c1", "c1"), 0);
