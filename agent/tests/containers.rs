@@ -747,3 +747,18 @@ fn block_device_into_a_container() {
         "{err}"
     );
 }
+
+#[test]
+fn a_paused_container_can_be_removed() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run("p", &["sleep", "1000"]);
+    pod.ok("PauseContainer", json!({"container_id": "p"}));
+    let started = std::time::Instant::now();
+    pod.ok(
+        "RemoveContainer",
+        json!({"container_id": "p", "timeout": 5}),
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+}
