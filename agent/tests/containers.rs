@@ -162,6 +162,15 @@ fn tty_process_and_resize() {
     pod.read_until("ttybox", "t", "50 132");
     pod.write_stdin("ttybox", "t", b"exit 3\n");
     assert_eq!(pod.wait("ttybox", "t"), 3);
+    // A terminal container init.
+    let mut spec = pod.spec(&["sh"]);
+    spec["Process"]["Terminal"] = json!(true);
+    spec["Process"]["ConsoleSize"] = json!({"Height": 30, "Width": 100});
+    pod.create("ttyinit", spec);
+    pod.ok("StartContainer", json!({"container_id": "ttyinit"}));
+    pod.write_stdin("ttyinit", "ttyinit", b"stty size; exit 6\n");
+    pod.read_until("ttyinit", "ttyinit", "30 100");
+    assert_eq!(pod.wait("ttyinit", "ttyinit"), 6);
     // A pipe process has no terminal to resize.
     let err = pod
         .call(
