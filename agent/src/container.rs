@@ -296,7 +296,12 @@ impl Container {
             bundle.join(requested_root)
         };
         let rootfs = bundle.join("rootfs");
-        let cgroup_path = format!("/{}/{}", paths.cgroup_parent, p.id);
+        let spec_cgroup = p
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone());
+        let cgroup_path = paths.cgroup_path(&p.id, spec_cgroup.as_deref());
         let shared_ns = p.shared_ns.clone();
         let pid_ns = p.pid_ns.clone();
         adapt_spec(

@@ -35,6 +35,8 @@ pub struct Paths {
     pub run_dir: PathBuf,
     /// The cgroup directory containers are created under (relative to the hierarchy).
     pub cgroup_parent: String,
+    /// `COCOON_CGROUP_PARENT` was given: always use it (tests keep to their subtree).
+    pub cgroup_parent_forced: bool,
     /// True when the agent is PID 1 of the guest (DNS goes to /etc/resolv.conf then).
     pub is_init: bool,
 }
@@ -45,14 +47,35 @@ impl Paths {
         let run_dir = std::env::var_os(ENV_RUN_DIR)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
-        let cgroup_parent = std::env::var(ENV_CGROUP_PARENT)
+        let forced = std::env::var(ENV_CGROUP_PARENT)
             .ok()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string());
+            .filter(|p| !p.is_empty());
         Paths {
             run_dir,
-            cgroup_parent: cgroup_parent.trim_matches('/').to_string(),
+            cgroup_parent_forced: forced.is_some(),
+            cgroup_parent: forced
+                .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string())
+                .trim_matches('/')
+                .to_string(),
             is_init,
+        }
+    }
+
+    /// The cgroup of container `cid`: the spec's `cgroupsPath` when it is a plain
+    /// absolute path without `..` (the runtime's cgroupfs layout), else
+    /// `/<cgroup parent>/<cid>` (also for systemd-style `slice:prefix:name` paths, as
+    /// the guest has no systemd).
+    pub fn cgroup_path(&self, cid: &str, spec_path: Option<&Path>) -> String {
+        let usable = spec_path.and_then(|p| p.to_str()).filter(|p| {
+            !self.cgroup_parent_forced
+                && p.starts_with('/')
+                && p.len() > 1
+                && !p.contains(':')
+                && !p.split('/').any(|c| c == ".." || c == ".")
+        });
+        match usable {
+            Some(p) => p.trim_end_matches('/').to_string(),
+            None => format!("/{}/{cid}", self.cgroup_parent),
         }
     }
 
@@ -123,6 +146,29 @@ impl SharedNamespaces {
     /// A path through which a container's init joins namespace `fd`.
     pub fn path_of(fd: &OwnedFd) -> String {
         format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths() {
+        let mut p = Paths {
+            run_dir: PathBuf::from("/run/kata-containers"),
+            cgroup_parent: "kata_agent".into(),
+            cgroup_parent_forced: false,
+            is_init: true,
+        };
+        let path = |p: &Paths, s: Option<&str>| p.cgroup_path("c1", s.map(Path::new));
+        assert_eq!(path(&p, None), "/kata_agent/c1");
+        assert_eq!(path(&p, Some("/kubepods/pod1/c1")), "/kubepods/pod1/c1");
+        assert_eq!(path(&p, Some("kubepods.slice:cri:c1")), "/kata_agent/c1");
+        assert_eq!(path(&p, Some("/a/../../etc")), "/kata_agent/c1");
+        assert_eq!(path(&p, Some("relative")), "/kata_agent/c1");
+        p.cgroup_parent_forced = true;
+        assert_eq!(path(&p, Some("/kubepods/pod1/c1")), "/kata_agent/c1");
     }
 }
 
