@@ -13,8 +13,26 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogLevel;
 
-/// The process that installed logging; its forked children stay silent.
-static LOGGING_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// The process that installed logging — its pid and PID namespace — so its forked
+/// children stay silent.
+static LOGGING_PROCESS: std::sync::OnceLock<(u32, u64)> = std::sync::OnceLock::new();
+
+/// Inode of our PID namespace (0 if /proc is not there).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// True in a process forked from the agent. A pid comparison alone is not enough: a
+/// container's init is PID 1 of its own namespace, just as the agent is PID 1 of the
+/// guest, so for PID 1 the namespace decides.
+fn is_forked_child() -> bool {
+    let Some(&(pid, pidns)) = LOGGING_PROCESS.get() else {
+        return false;
+    };
+    let me = std::process::id();
+    me != pid || (me == 1 && pid_namespace() != pidns)
+}
 
 /// Where log lines go: the vsock log connection when there is one, else stdout.
 #[derive(Clone, Default)]
@@ -35,10 +53,7 @@ impl LogSink {
         // A process forked from the agent (libcontainer's container init, before it
         // execs) must not log: its stdout is the container's by then, and the lock
         // below may have been held by another thread at fork time.
-        if LOGGING_PID
-            .get()
-            .is_some_and(|pid| *pid != std::process::id())
-        {
+        if is_forked_child() {
             return Ok(());
         }
         let mut remote = self.vsock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,7 +94,7 @@ impl<'a> MakeWriter<'a> for LogSink {
 /// Installs the global JSON subscriber at `level`, writing to stdout until
 /// [`serve_vsock`] hands lines to a host reader.
 pub fn init(level: LogLevel) -> LogSink {
-    let _ = LOGGING_PID.set(std::process::id());
+    let _ = LOGGING_PROCESS.set((std::process::id(), pid_namespace()));
     let sink = LogSink::default();
     let subscriber = tracing_subscriber::fmt()
         .json()

@@ -25,7 +25,7 @@ pub const ENV_RUN_DIR: &str = "COCOON_RUN_DIR";
 /// Environment variable naming the cgroup subtree for containers (tests only).
 pub const ENV_CGROUP_PARENT: &str = "COCOON_CGROUP_PARENT";
 
-const DEFAULT_RUN_DIR: &str = "/run/kata-containers";
+const DEFAULT_RUN_DIR: &str = cocoon_protocols::wire::KATA_RUN_DIR;
 const DEFAULT_CGROUP_PARENT: &str = "kata_agent";
 
 /// Where the agent keeps things.

@@ -6,7 +6,7 @@ mod pod;
 
 use serde_json::json;
 
-use pod::{require_pod, Pod};
+use pod::{busybox_rootfs, require_pod, Pod};
 
 #[test]
 fn create_start_read_wait() {
@@ -466,6 +466,7 @@ fn ctl_runs_an_oci_config_json() {
             &bundle.join("config.json"),
             std::time::Duration::from_secs(30),
             false,
+            None,
         ))
         .unwrap();
     assert_eq!(status, 4);
@@ -477,6 +478,54 @@ fn ctl_runs_an_oci_config_json() {
         )
         .unwrap_err();
     assert!(err.contains("NOT_FOUND"), "{err}");
+}
+
+/// `cocoon-ctl run --copy-rootfs`: the rootfs travels by CopyFile, as the Kata runtime
+/// sends it when the VM has no shared filesystem, and the container runs from the copy.
+#[test]
+fn ctl_copies_the_rootfs_into_the_guest_and_runs_it() {
+    require_pod!();
+    let pod = Pod::new();
+    let bundle = pod.dir.path().join("copied");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let host_rootfs = busybox_rootfs(&bundle);
+    std::fs::write(host_rootfs.join("etc/motd"), "copied by CopyFile\n").unwrap();
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": false, "user": {"uid": 0, "gid": 0},
+                    "args": ["sh", "-c", "grep -q CopyFile /etc/motd && test -L /bin/sh"], "env": ["PATH=/bin"], "cwd": "/"},
+        "root": {"path": "rootfs"},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let shared = pod.run_dir.join("shared/containers");
+    let addr: cocoon_ctl::Address = pod.addr.parse().unwrap();
+    let status = common::runtime()
+        .block_on(cocoon_ctl::run::run_container(
+            &addr,
+            "copied",
+            &bundle.join("config.json"),
+            std::time::Duration::from_secs(30),
+            false,
+            Some(shared.to_str().unwrap()),
+        ))
+        .unwrap();
+    assert_eq!(status, 0);
+    let copied = shared.join("copied/rootfs");
+    assert_eq!(
+        std::fs::read(copied.join("bin/busybox")).unwrap(),
+        std::fs::read(host_rootfs.join("bin/busybox")).unwrap(),
+        "busybox arrived changed"
+    );
+    assert!(std::fs::symlink_metadata(copied.join("bin/sh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(copied.join("etc/motd")).unwrap(),
+        "copied by CopyFile\n"
+    );
 }
 
 #[test]

@@ -146,6 +146,36 @@ def find(o, keys):
 sys.exit(0 if find(doc, ("init_daemon", "initDaemon")) is True else 1)
 EOF
 
+# A pod in the guest: CreateSandbox, then a busybox container whose rootfs travels by
+# CopyFile (as the Kata runtime sends it without a shared filesystem), run by
+# libcontainer inside the VM; its output comes back over ReadStdout.
+ctl CreateSandbox '{"hostname": "cocoon-guest", "sandbox_id": "smoke"}' >/dev/null ||
+    die "CreateSandbox failed"
+BUNDLE="$WORK/bundle"
+mkdir -p "$BUNDLE/rootfs/bin" "$BUNDLE/rootfs/proc" "$BUNDLE/rootfs/dev" "$BUNDLE/rootfs/tmp"
+cp /bin/busybox "$BUNDLE/rootfs/bin/busybox"
+ln -s busybox "$BUNDLE/rootfs/bin/sh"
+cat >"$BUNDLE/config.json" <<'JSON'
+{
+  "ociVersion": "1.0.2",
+  "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+              "env": ["PATH=/bin"],
+              "args": ["sh", "-c", "echo \"hello from $(busybox hostname), kernel $(busybox uname -r), pid $$\""]},
+  "root": {"path": "rootfs"},
+  "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+             {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}],
+  "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+}
+JSON
+container_out="$(timeout 120 "$COCOON_CTL" --server-address "$ADDR" run --copy-rootfs --id smoke-c1 "$BUNDLE/config.json" 2>"$WORK/ctl-run.err")" ||
+    die "the container did not run: $container_out $(cat "$WORK/ctl-run.err")"
+log "container said: $container_out"
+# Exactly the workload's line: nothing of the agent's own logging leaks into it.
+[ "$container_out" = "hello from cocoon-guest, kernel $KERNEL_VERSION, pid 1" ] ||
+    die "unexpected container output: $container_out"
+
 # agent.log_vport=1025: the agent listens there for the host's log reader; once we
 # connect, its JSON log lines come to us instead of the console.
 python3 - "$WORK/vsock.sock" <<'EOF' || die "no JSON log line on vsock port 1025"

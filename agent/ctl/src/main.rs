@@ -46,6 +46,13 @@ enum CtlCommand {
         /// Leave the container in the agent (no RemoveContainer).
         #[arg(long)]
         keep: bool,
+        /// Copy the spec's root.path from this host into the guest with CopyFile (as the
+        /// Kata runtime does without a shared filesystem) and run the container there.
+        #[arg(long)]
+        copy_rootfs: bool,
+        /// The guest's CopyFile directory (for --copy-rootfs).
+        #[arg(long, default_value = cocoon_protocols::wire::SHARED_CONTAINERS_DIR)]
+        guest_shared_dir: String,
         /// The OCI config.json; a relative root.path is taken from its directory.
         spec: std::path::PathBuf,
     },
@@ -59,7 +66,14 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(CtlCommand::Run { id, keep, spec }) = &cli.command {
+    if let Some(CtlCommand::Run {
+        id,
+        keep,
+        copy_rootfs,
+        guest_shared_dir,
+        spec,
+    }) = &cli.command
+    {
         let addr: Address = cli
             .server_address
             .as_deref()
@@ -70,7 +84,12 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         let timeout = Duration::from_secs(cli.timeout);
         let status = runtime.block_on(cocoon_ctl::run::run_container(
-            &addr, id, spec, timeout, *keep,
+            &addr,
+            id,
+            spec,
+            timeout,
+            *keep,
+            copy_rootfs.then_some(guest_shared_dir.as_str()),
         ))?;
         std::process::exit(status);
     }

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
 use serde_json::{json, Map, Value};
 
@@ -47,6 +49,78 @@ fn to_wire(v: &Value, desc: &MessageDescriptor, path: &str, dropped: &mut Vec<St
         out.insert(field.name().to_string(), converted);
     }
     Value::Object(out)
+}
+
+/// Where the Kata runtime puts a container's rootfs in the guest when it copies it
+/// there: `<shared>/<id>/rootfs`, `shared` being
+/// [`SHARED_CONTAINERS_DIR`](cocoon_protocols::wire::SHARED_CONTAINERS_DIR) in a guest.
+pub fn guest_rootfs(shared: &str, id: &str) -> String {
+    format!("{shared}/{id}/rootfs")
+}
+
+/// Copies the host directory `host` into the guest at `guest` with CopyFile, the way the
+/// Kata runtime does without a shared filesystem: directories, symlinks, and files in
+/// 1 MiB chunks, keeping modes and owners. Returns the bytes copied.
+pub async fn copy_tree(
+    addr: &Address,
+    host: &Path,
+    guest: &str,
+    timeout: Duration,
+) -> Result<u64, CtlError> {
+    use std::os::unix::fs::MetadataExt;
+    let io_err = |path: &Path, e: std::io::Error| CtlError::Request {
+        method: "CopyFile".into(),
+        reason: format!("{}: {e}", path.display()),
+    };
+    let mut copied = 0u64;
+    // Depth-first, parents before children, names sorted: deterministic.
+    let mut stack = vec![(host.to_path_buf(), guest.to_string())];
+    while let Some((src, dst)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&src).map_err(|e| io_err(&src, e))?;
+        let mut req = json!({
+            "path": dst,
+            "file_mode": meta.mode(),
+            "dir_mode": 0o755,
+            "uid": meta.uid(),
+            "gid": meta.gid(),
+        });
+        if meta.is_dir() {
+            call(addr, "CopyFile", &req, timeout).await?;
+            let mut children: Vec<_> = std::fs::read_dir(&src)
+                .map_err(|e| io_err(&src, e))?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect();
+            children.sort();
+            for name in children.into_iter().rev() {
+                let child_dst = format!("{dst}/{}", name.to_string_lossy());
+                stack.push((src.join(&name), child_dst));
+            }
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| io_err(&src, e))?;
+            req["data"] = json!(BASE64.encode(target.as_os_str().as_encoded_bytes()));
+            call(addr, "CopyFile", &req, timeout).await?;
+        } else if meta.is_file() {
+            let data = std::fs::read(&src).map_err(|e| io_err(&src, e))?;
+            req["file_size"] = json!(data.len());
+            let chunks: Vec<&[u8]> = if data.is_empty() {
+                vec![&[]]
+            } else {
+                data.chunks(cocoon_protocols::wire::COPY_FILE_CHUNK)
+                    .collect()
+            };
+            let mut offset = 0usize;
+            for chunk in chunks {
+                req["offset"] = json!(offset);
+                req["data"] = json!(BASE64.encode(chunk));
+                call(addr, "CopyFile", &req, timeout).await?;
+                offset += chunk.len();
+            }
+            copied += data.len() as u64;
+        }
+        // Sockets, fifos, devices: not part of a rootfs the runtime copies.
+    }
+    Ok(copied)
 }
 
 /// The wire spec for an OCI `config.json` at `spec_path`; a relative root path is made
@@ -114,26 +188,7 @@ async fn pump(addr: Address, id: String, stderr: bool) -> Result<(), CtlError> {
 
 /// Standard base64 (proto JSON's encoding of `bytes`).
 fn base64_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    BASE64.decode(s).unwrap_or_default()
 }
 
 /// Runs the container `id` from `spec_path`; returns its exit status.
@@ -143,8 +198,26 @@ pub async fn run_container(
     spec_path: &Path,
     timeout: Duration,
     keep: bool,
+    copy_rootfs_to: Option<&str>,
 ) -> Result<i32, CtlError> {
-    let (spec, dropped) = wire_spec(spec_path)?;
+    let (mut spec, dropped) = wire_spec(spec_path)?;
+    if let Some(shared) = copy_rootfs_to {
+        let host = spec
+            .pointer("/Root/Path")
+            .and_then(Value::as_str)
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| CtlError::Request {
+                method: "CreateContainer".into(),
+                reason: "--copy-rootfs needs root.path in the spec".into(),
+            })?;
+        let guest = guest_rootfs(shared, id);
+        let bytes = copy_tree(addr, &host, &guest, timeout).await?;
+        eprintln!(
+            "cocoon-ctl: copied {} ({bytes} bytes) into the guest at {guest}",
+            host.display()
+        );
+        spec["Root"]["Path"] = json!(guest);
+    }
     if !dropped.is_empty() {
         eprintln!(
             "cocoon-ctl: not in the Kata wire spec, ignored: {}",

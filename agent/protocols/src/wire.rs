@@ -24,3 +24,12 @@ pub const DEFAULT_SERVER_ADDR: &str = "vsock://-1:1024";
 pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
 /// Size of the ttrpc frame header: length u32 BE, stream id u32 BE, type u8, flags u8.
 pub const FRAME_HEADER_SIZE: usize = 10;
+
+/// The agent's working tree in the guest (kata-containers `src/agent/src/rpc.rs`
+/// `CONTAINER_BASE`): one bundle directory per container.
+pub const KATA_RUN_DIR: &str = "/run/kata-containers";
+/// Where the runtime copies a container's files with CopyFile when the VM has no shared
+/// filesystem; a container's rootfs goes to `<this>/<cid>/rootfs`.
+pub const SHARED_CONTAINERS_DIR: &str = "/run/kata-containers/shared/containers";
+/// CopyFile chunk size the Go runtime uses.
+pub const COPY_FILE_CHUNK: usize = 1 << 20;
