@@ -12,7 +12,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 PACKAGES=(
     musl-tools      # static musl build of the guest agent (C parts of dependencies)
     busybox-static  # a real rootfs for container tests; debug shell in the initrd
-    util-linux      # unshare/nsenter: the PID-1 namespace test
+    util-linux      # unshare, nsenter, losetup: PID-1 and container tests
+    iproute2        # ip: the network RPC tests (veth in a private netns)
+    e2fsprogs       # mkfs.ext4 -d: a container rootfs on a block device
     python3         # small helpers in scripts
 )
 missing=()
