@@ -53,10 +53,15 @@ impl Reaper {
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Reaper::default();
         let task = reaper.clone();
+        // Reaping may wait for `exclusive` (a container create holds it for milliseconds):
+        // do it on a blocking thread so the runtime keeps answering RPCs meanwhile.
         tokio::spawn(async move {
-            task.reap_all();
-            while sigchld.recv().await.is_some() {
-                task.reap_all();
+            loop {
+                let reaper = task.clone();
+                let _ = tokio::task::spawn_blocking(move || reaper.reap_all()).await;
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
             }
         });
         Ok(reaper)
