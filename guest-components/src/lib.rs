@@ -1,6 +1,34 @@
 //! The confidential side of the guest: attestation against a KBS and what it unlocks.
 //!
-//! This crate will own the KBS client (Trustee's RCAR handshake, protocol 0.4.0, with a
-//! token cache), resource retrieval and JWE unwrapping, sealed-secret unsealing into a
-//! tmpfs, initdata parsing, and the workload-facing REST API on `127.0.0.1:8006`. It uses
-//! `cocoon-attester` for evidence and knows nothing of containers or images.
+//! This crate owns the KBS client ([`KbsClient`]): Trustee's RCAR handshake, protocol
+//! 0.4.0 ([`kbs::protocol`], wire constants and request shapes in one place), with one
+//! session reused across resources and a single re-handshake on 401; the report-data
+//! binding of nonce and TEE key ([`binding`], SHA-384 of the RFC 8785 canonical runtime
+//! data); the per-client EC P-256 TEE key ([`tee_key`]); and resource JWE unwrapping
+//! (`ECDH-ES+A256KW` + `A256GCM`, [`jwe`]) into zeroized buffers. Evidence comes through
+//! the [`EvidenceProvider`] seam, implemented for `cocoon_attester::Attester`.
+//!
+//! Still to come here: sealed-secret unsealing into a tmpfs, initdata parsing, and the
+//! workload-facing REST API on `127.0.0.1:8006`. It knows nothing of containers or images.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use cocoon_guest_components::KbsClient;
+//! let attester = cocoon_attester::Attester::sample();
+//! let mut kbs = KbsClient::new("http://10.0.2.2:8080", attester)?;
+//! let key = kbs.get_resource("kbs:///default/key/1")?; // Zeroizing<Vec<u8>>
+//! # let _ = key;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod binding;
+pub mod error;
+pub mod jwe;
+pub mod kbs;
+pub mod tee_key;
+
+pub use error::{BoxError, Error, JweError};
+pub use kbs::protocol::{ResourcePath, PROTOCOL_VERSION};
+pub use kbs::{EvidenceProvider, KbsClient};
+pub use tee_key::TeeKey;
