@@ -20,6 +20,14 @@ pub const DRIVER_EPHEMERAL: &str = "ephemeral";
 pub const DRIVER_BLK: &str = "blk";
 pub const DRIVER_VIRTIO_BLK: &str = "virtio-blk";
 pub const DRIVER_VIRTIOFS: &str = "virtio-fs";
+/// Every storage driver we handle, as GetGuestDetails reports them.
+pub const DRIVERS: &[&str] = &[
+    DRIVER_LOCAL,
+    DRIVER_EPHEMERAL,
+    DRIVER_BLK,
+    DRIVER_VIRTIO_BLK,
+    DRIVER_VIRTIOFS,
+];
 
 struct Entry {
     users: usize,

@@ -31,6 +31,14 @@ fn check_version_and_guest_details() {
     .unwrap();
     let agent = &details["agent_details"];
     assert_eq!(agent["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        agent["storage_handlers"],
+        serde_json::json!(["local", "ephemeral", "blk", "virtio-blk", "virtio-fs"])
+    );
+    assert_eq!(
+        agent["device_handlers"],
+        serde_json::json!(["blk", "virtio-blk"])
+    );
     // Not PID 1 here.
     assert!(agent.get("init_daemon").is_none() || agent["init_daemon"] == false);
     // The host has a memory block size in sysfs; the agent reports it (as a string:

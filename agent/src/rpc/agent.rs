@@ -269,6 +269,15 @@ impl AgentService for AgentRpc {
             version: crate::VERSION.to_string(),
             init_daemon: self.info.init_daemon,
             extra_features: self.info.extra_features.clone(),
+            storage_handlers: crate::storage::DRIVERS
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            // Devices passed in CreateContainer's `devices`: block devices only.
+            device_handlers: vec![
+                crate::storage::DRIVER_BLK.to_string(),
+                crate::storage::DRIVER_VIRTIO_BLK.to_string(),
+            ],
             ..Default::default()
         };
         resp.agent_details = Some(details).into();
