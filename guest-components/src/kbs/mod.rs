@@ -50,6 +50,16 @@ impl<T: EvidenceProvider + ?Sized> EvidenceProvider for &T {
     }
 }
 
+impl<T: EvidenceProvider + ?Sized> EvidenceProvider for std::sync::Arc<T> {
+    fn tee(&self) -> Tee {
+        (**self).tee()
+    }
+
+    fn evidence(&self, report_data: &[u8]) -> Result<String, BoxError> {
+        (**self).evidence(report_data)
+    }
+}
+
 /// Connect and read timeouts of one request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
