@@ -66,6 +66,15 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let addr: Address = cli
+        .server_address
+        .as_deref()
+        .context("--server-address is required")?
+        .parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timeout = Duration::from_secs(cli.timeout);
     if let Some(CtlCommand::Run {
         id,
         keep,
@@ -74,15 +83,6 @@ fn main() -> anyhow::Result<()> {
         spec,
     }) = &cli.command
     {
-        let addr: Address = cli
-            .server_address
-            .as_deref()
-            .context("--server-address is required")?
-            .parse()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let timeout = Duration::from_secs(cli.timeout);
         let status = runtime.block_on(cocoon_ctl::run::run_container(
             &addr,
             id,
@@ -94,20 +94,12 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(status);
     }
     let method = cli.method.context("a METHOD is required (try --list)")?;
-    let addr: Address = cli
-        .server_address
-        .context("--server-address is required")?
-        .parse()?;
     let request = match cli.request.as_deref() {
         None => "{}".to_string(),
         Some(file) if file.starts_with('@') => std::fs::read_to_string(&file[1..])
             .with_context(|| format!("reading request from {}", &file[1..]))?,
         Some(json) => json.to_string(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let timeout = Duration::from_secs(cli.timeout);
     let deadline = Instant::now() + Duration::from_secs(cli.wait);
     let response = runtime.block_on(async {
         loop {
