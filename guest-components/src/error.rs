@@ -1,5 +1,9 @@
-//! Errors of the KBS client: each names what failed and where, so a refusal is never
-//! mistaken for a network fault (and nothing is retried silently to hide it).
+//! Errors of the KBS client: each names the step that failed (`config`, `connect`, `auth`,
+//! `attest`, `resource`, `decrypt`), the URL and what the KBS said (its error `type` and
+//! `detail`), so a refusal is never mistaken for a network fault. [`Error::reason`] gives
+//! a short stable label for metrics.
+
+use std::time::Duration;
 
 /// Boxed error of an [`crate::EvidenceProvider`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -16,6 +20,13 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The configured KBS CA certificate cannot be used.
+    #[error("invalid KBS CA certificate: {reason}")]
+    BadCaCert {
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// A resource URI is not `kbs:///<repo>/<type>/<tag>`.
     #[error("invalid KBS resource URI {uri:?}: {reason}")]
     BadResourceUri {
@@ -25,17 +36,68 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Nothing answered at the KBS URL (connection refused, DNS, TLS, timeout).
-    #[error("KBS unreachable at {url}: {reason}")]
+    /// Nothing answered at the KBS URL (connection refused, DNS, TLS, reset, timeout),
+    /// after the retries the policy allows.
+    #[error("cannot connect to the KBS at {url} ({step}) after {attempts} attempt(s): {reason}")]
     Unreachable {
+        /// `auth`, `attest` or `resource`: the request that could not be made.
+        step: &'static str,
         /// The full request URL.
         url: String,
-        /// The transport error.
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last transport error.
         reason: String,
     },
 
-    /// The KBS still answered 401 after a fresh handshake.
-    #[error("KBS refused {url} with 401 even after a fresh attestation: {kind}: {detail}")]
+    /// The retry policy's total deadline passed before the KBS answered usefully.
+    #[error(
+        "KBS {step} at {url}: no answer within the {deadline:?} deadline \
+         ({attempts} attempt(s)); last error: {last}"
+    )]
+    Deadline {
+        /// `auth`, `attest` or `resource`.
+        step: &'static str,
+        /// The full request URL.
+        url: String,
+        /// The deadline of the whole operation.
+        deadline: Duration,
+        /// How many requests were made.
+        attempts: u32,
+        /// The last error seen (a timeout, a refused connection, a 5xx answer).
+        last: String,
+    },
+
+    /// The resource does not exist on the KBS (HTTP 404, or Trustee's
+    /// `401 PluginInternalError` saying "not found").
+    #[error("KBS resource {path} not found at {url} ({status}): {kind}: {detail}")]
+    NotFound {
+        /// The resource path, `<repo>/<type>/<tag>`.
+        path: String,
+        /// The full request URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The KBS error `type`.
+        kind: String,
+        /// The KBS error `detail`.
+        detail: String,
+    },
+
+    /// Legacy: no longer produced by this crate (the service reports [`Error::NotFound`]);
+    /// kept so that code matching it still compiles. To be removed.
+    #[error("KBS resource {path} not found: {detail}")]
+    ResourceNotFound {
+        /// The resource path, `<repo>/<type>/<tag>`.
+        path: String,
+        /// The KBS error `detail`.
+        detail: String,
+    },
+
+    /// Legacy: no longer produced by this crate (the service reports [`Error::Denied`],
+    /// [`Error::NotFound`], [`Error::ResourceBackend`] or [`Error::SessionRejected`]); kept
+    /// so that code matching it still compiles. To be removed.
+    #[error("KBS refused {url} with 401: {kind}: {detail}")]
     UnauthorizedAfterReauth {
         /// The full request URL.
         url: String,
@@ -45,17 +107,59 @@ pub enum Error {
         detail: String,
     },
 
-    /// The resource does not exist on the KBS.
-    #[error("KBS resource {path} not found (404): {detail}")]
-    ResourceNotFound {
+    /// The KBS's resource policy refused this resource to this (attested) guest.
+    #[error("KBS resource {path} denied by policy at {url} ({status}): {kind}: {detail}")]
+    Denied {
         /// The resource path, `<repo>/<type>/<tag>`.
         path: String,
+        /// The full request URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The KBS error `type`.
+        kind: String,
         /// The KBS error `detail`.
         detail: String,
     },
 
-    /// Any other non-success answer of the KBS (400, 401 on `auth`/`attest`, 403, 500...).
-    #[error("KBS {step} at {url} answered {status}: {kind}: {detail}")]
+    /// The KBS refused the session or token (`TokenNotFound`, `TokenVerifierError`, an
+    /// expired or unknown cookie) although it came from a handshake made for this request.
+    #[error(
+        "KBS resource at {url} refused a freshly attested session ({status}): {kind}: {detail}"
+    )]
+    SessionRejected {
+        /// The full request URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The KBS error `type`.
+        kind: String,
+        /// The KBS error `detail`.
+        detail: String,
+    },
+
+    /// The KBS's resource backend failed (Trustee: `401 PluginInternalError`). Trustee
+    /// reports a missing resource this way too when its detail does not say so.
+    #[error(
+        "KBS resource {path} at {url}: the KBS's resource plugin failed ({status}): \
+         {kind}: {detail} (a missing resource is reported like this too)"
+    )]
+    ResourceBackend {
+        /// The resource path, `<repo>/<type>/<tag>`.
+        path: String,
+        /// The full request URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The KBS error `type`.
+        kind: String,
+        /// The KBS error `detail`.
+        detail: String,
+    },
+
+    /// Any other non-success answer of the KBS (400, 401 on `auth`/`attest`, 5xx after the
+    /// retries...).
+    #[error("KBS {step} at {url} answered {status} after {attempts} attempt(s): {kind}: {detail}")]
     Status {
         /// `auth`, `attest` or `resource`.
         step: &'static str,
@@ -63,9 +167,11 @@ pub enum Error {
         url: String,
         /// The HTTP status.
         status: u16,
-        /// The KBS error `type` (the whole body when it was not KBS error JSON).
+        /// How many times the request was made (5xx answers are retried).
+        attempts: u32,
+        /// The KBS error `type` (`HTTP <status>` when the body was not KBS error JSON).
         kind: String,
-        /// The KBS error `detail`.
+        /// The KBS error `detail` (the start of the body when it was not KBS error JSON).
         detail: String,
     },
 
@@ -80,16 +186,18 @@ pub enum Error {
         reason: String,
     },
 
-    /// The attester could not produce evidence.
-    #[error("attester: {0}")]
+    /// The attester could not produce evidence (step `attest`, before any request).
+    #[error("attest: the attester could not produce evidence: {0}")]
     Evidence(#[source] BoxError),
 
     /// A resource could not be decrypted (malformed JWE, unsupported algorithm, wrong key,
     /// tampering). No plaintext is returned.
-    #[error("KBS resource {path}: {source}")]
+    #[error("decrypt: KBS resource {path} from {url}: {source}")]
     Resource {
         /// The resource path, `<repo>/<type>/<tag>`.
         path: String,
+        /// The full request URL.
+        url: String,
         /// The decryption error.
         #[source]
         source: JweError,
@@ -104,6 +212,57 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl Error {
+    /// A short, stable label of the cause, for metrics and audit records: `config`,
+    /// `bad_uri`, `unreachable`, `deadline`, `not_found`, `denied`, `unauthorized`,
+    /// `rejected` (evidence refused at `attest`), `kbs_backend`, `http_5xx`, `http_4xx`,
+    /// `malformed`, `evidence`, `decrypt`, `internal`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::BadKbsUrl { .. } | Error::BadCaCert { .. } => "config",
+            Error::BadResourceUri { .. } => "bad_uri",
+            Error::Unreachable { .. } => "unreachable",
+            Error::Deadline { .. } => "deadline",
+            Error::NotFound { .. } | Error::ResourceNotFound { .. } => "not_found",
+            Error::Denied { .. } => "denied",
+            Error::SessionRejected { .. } | Error::UnauthorizedAfterReauth { .. } => "unauthorized",
+            Error::ResourceBackend { .. } => "kbs_backend",
+            Error::Status { step, status, .. } => match (*step, *status) {
+                (_, 500..=599) => "http_5xx",
+                ("attest", 401 | 403) => "rejected",
+                (_, 401 | 403) => "unauthorized",
+                _ => "http_4xx",
+            },
+            Error::Malformed { .. } => "malformed",
+            Error::Evidence(_) => "evidence",
+            Error::Resource { .. } => "decrypt",
+            Error::Encode { .. } => "internal",
+        }
+    }
+
+    /// The step that failed: `config`, `connect` (nothing answered), `auth`, `attest`,
+    /// `resource` or `decrypt`.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::BadKbsUrl { .. } | Error::BadCaCert { .. } => "config",
+            Error::Unreachable { .. } => "connect",
+            Error::Deadline { step, .. }
+            | Error::Status { step, .. }
+            | Error::Malformed { step, .. }
+            | Error::Encode { step, .. } => step,
+            Error::BadResourceUri { .. }
+            | Error::NotFound { .. }
+            | Error::ResourceNotFound { .. }
+            | Error::UnauthorizedAfterReauth { .. }
+            | Error::Denied { .. }
+            | Error::SessionRejected { .. }
+            | Error::ResourceBackend { .. } => "resource",
+            Error::Evidence(_) => "attest",
+            Error::Resource { .. } => "decrypt",
+        }
+    }
 }
 
 /// Why a JWE could not be opened.

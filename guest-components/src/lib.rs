@@ -2,11 +2,17 @@
 //!
 //! This crate owns the KBS client ([`KbsClient`]): Trustee's RCAR handshake, protocol
 //! 0.4.0 ([`kbs::protocol`], wire constants and request shapes in one place), with one
-//! session reused across resources and a single re-handshake on 401; the report-data
-//! binding of nonce and TEE key ([`binding`], SHA-384 of the RFC 8785 canonical runtime
-//! data); the per-client EC P-256 TEE key ([`tee_key`]); and resource JWE unwrapping
+//! session reused across resources and a single re-handshake when the KBS says the
+//! session or token is bad; the report-data binding of nonce and TEE key ([`binding`],
+//! SHA-384 of the RFC 8785 canonical runtime data); the per-session EC P-256 TEE key
+//! ([`tee_key`]); and resource JWE unwrapping
 //! (`ECDH-ES+A256KW` + `A256GCM`, [`jwe`]) into zeroized buffers. Evidence comes through
 //! the [`EvidenceProvider`] seam, implemented for `cocoon_attester::Attester`.
+//! [`KbsService`] ([`kbs::service`]) is the agent-wide, thread-safe form of it: one
+//! attestation shared by every caller until the token's `exp`, single-flight handshakes,
+//! bounded retries with a deadline, errors labelled by [`Error::reason`], Prometheus
+//! counters ([`KbsMetrics`]) and `audit` records; [`KbsClient`] wraps it for one owner.
+//! [`ResourceSource`] ([`resource`]) is the one seam through which secrets are fetched.
 //!
 //! Still to come here: sealed-secret unsealing into a tmpfs, initdata parsing, and the
 //! workload-facing REST API on `127.0.0.1:8006`. It knows nothing of containers or images.
@@ -26,9 +32,12 @@ pub mod binding;
 pub mod error;
 pub mod jwe;
 pub mod kbs;
+pub mod resource;
 pub mod tee_key;
 
 pub use error::{BoxError, Error, JweError};
 pub use kbs::protocol::{ResourcePath, PROTOCOL_VERSION};
+pub use kbs::service::{KbsMetrics, KbsService, KbsSettings, RetryPolicy};
 pub use kbs::{EvidenceProvider, KbsClient};
+pub use resource::ResourceSource;
 pub use tee_key::TeeKey;

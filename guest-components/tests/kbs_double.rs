@@ -1,308 +1,37 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The KBS client against a test double of Trustee's KBS on 127.0.0.1.
-//!
-//! Trustee cannot run here, so this double stands in for it. It is written to Trustee's
-//! published RCAR protocol (version 0.4.0; `shared/reference/confidential.md`, "KBS
-//! protocol, RCAR"), independently of the client's own helpers where it checks things:
-//! it answers 401 to any other version string, hands out a `kbs-session-id` cookie and a
-//! nonce, requires the cookie back, recomputes the report-data binding of the `sample`
-//! evidence (`{"svn":"1","report_data":<b64>}`) from the nonce and the presented JWK with
-//! its own sorted-key canonical JSON, and encrypts resources to that JWK as a flattened
-//! JWE (`ECDH-ES+A256KW` + `A256GCM`) with the crate's `jwe::encrypt`.
+//! The single-owner KBS client ([`KbsClient`]) against the test double of Trustee's KBS
+//! (`common/mod.rs`) on 127.0.0.1.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::thread;
+mod common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use cocoon_guest_components::kbs::protocol::FlattenedJwe;
-use cocoon_guest_components::{jwe, BoxError, Error, EvidenceProvider, JweError, KbsClient};
-use kbs_types::{Tee, TeePubKey};
+use cocoon_guest_components::{
+    BoxError, Error, EvidenceProvider, JweError, KbsClient, KbsSettings, RetryPolicy,
+};
+use common::{Kbs, Mangle, ERR_PREFIX};
+use kbs_types::Tee;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha384};
+use std::time::Duration;
 
-const ERR_PREFIX: &str = "https://github.com/confidential-containers/kbs/errors/";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mangle {
-    None,
-    /// Flip one ciphertext byte.
-    Tamper,
-    /// Encrypt to a key other than the one presented.
-    WrongKey,
-}
-
-struct Session {
-    nonce: String,
-    attested_key: Option<TeePubKey>,
-}
-
-struct State {
-    version: String,
-    sessions: HashMap<String, Session>,
-    resources: HashMap<String, Vec<u8>>,
-    next_id: u64,
-    auths: u32,
-    attests: u32,
-    resource_gets: u32,
-    /// Forget every session before the next resource request (token expiry).
-    expire_sessions: bool,
-    /// Answer 401 to every resource request, even on a fresh session.
-    deny_resources: bool,
-    mangle: Mangle,
-    /// Resource paths that answer 500.
-    broken: Vec<String>,
-    /// The `init-data` of the last `attest`.
-    last_init_data: Value,
-}
-
-struct Kbs {
-    url: String,
-    state: Arc<Mutex<State>>,
-}
-
-impl Kbs {
-    fn start() -> Self {
-        Self::start_with_version("0.4.0")
-    }
-
-    fn start_with_version(version: &str) -> Self {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let addr = server.server_addr().to_ip().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            version: version.to_owned(),
-            sessions: HashMap::new(),
-            resources: HashMap::from([
-                ("default/key/1".to_owned(), b"key one".to_vec()),
-                ("default/key/2".to_owned(), b"key two".to_vec()),
-            ]),
-            next_id: 0,
-            auths: 0,
-            attests: 0,
-            resource_gets: 0,
-            expire_sessions: false,
-            deny_resources: false,
-            mangle: Mangle::None,
-            broken: vec![],
-            last_init_data: Value::Null,
-        }));
-        let shared = state.clone();
-        thread::spawn(move || {
-            for mut req in server.incoming_requests() {
-                let mut body = String::new();
-                let _ = req.as_reader().read_to_string(&mut body);
-                let cookie = req
-                    .headers()
-                    .iter()
-                    .filter(|h| h.field.equiv("Cookie"))
-                    .flat_map(|h| {
-                        h.value
-                            .as_str()
-                            .split(';')
-                            .map(|s| s.trim().to_owned())
-                            .collect::<Vec<_>>()
-                    })
-                    .find_map(|c| c.strip_prefix("kbs-session-id=").map(str::to_owned));
-                let (status, headers, text) = handle(
-                    &mut shared.lock().unwrap(),
-                    req.method().as_str(),
-                    req.url(),
-                    cookie,
-                    &body,
-                );
-                let mut resp = tiny_http::Response::from_string(text).with_status_code(status);
-                for (k, v) in headers {
-                    resp.add_header(
-                        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
-                    );
-                }
-                let _ = req.respond(resp);
-            }
-        });
-        Self {
-            url: format!("http://{addr}"),
-            state,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.state.lock().unwrap())
+/// Quick retries, so that the failure tests stay fast.
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        max_attempts: 3,
+        deadline: Duration::from_secs(10),
     }
 }
 
-fn error(status: u16, kind: &str, detail: &str) -> (u16, Vec<(String, String)>, String) {
-    (
-        status,
-        vec![],
-        json!({"type": format!("{ERR_PREFIX}{kind}"), "detail": detail}).to_string(),
-    )
-}
-
-/// The binding as the KBS computes it: canonical JSON with keys sorted (BTreeMap), SHA-384.
-fn expected_report_data(nonce: &str, jwk: &Value) -> Vec<u8> {
-    let jwk: BTreeMap<String, Value> = serde_json::from_value(jwk.clone()).unwrap();
-    let mut doc: BTreeMap<String, Value> = BTreeMap::new();
-    doc.insert("additional-evidence".into(), json!(""));
-    doc.insert("nonce".into(), json!(nonce));
-    doc.insert("tee-pubkey".into(), serde_json::to_value(jwk).unwrap());
-    // serde_json::Value maps may keep insertion order; re-sort explicitly.
-    let text = canonical(&serde_json::to_value(doc).unwrap());
-    Sha384::digest(text.as_bytes()).to_vec()
-}
-
-fn canonical(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let sorted: BTreeMap<&String, &Value> = m.iter().collect();
-            let inner: Vec<String> = sorted
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), canonical(v)))
-                .collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn handle(
-    st: &mut State,
-    method: &str,
-    url: &str,
-    cookie: Option<String>,
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    match (method, url) {
-        ("POST", "/kbs/v0/auth") => {
-            let Ok(req) = serde_json::from_str::<Value>(body) else {
-                return error(400, "InvalidRequest", "auth body is not JSON");
-            };
-            if req["version"] != json!(st.version) {
-                return error(
-                    401,
-                    "ProtocolVersion",
-                    &format!("expected version {}, got {}", st.version, req["version"]),
-                );
-            }
-            if req["tee"] != json!("sample")
-                || req["extra-params"]["supported-hash-algorithms"]
-                    != json!(["sha256", "sha384", "sha512"])
-            {
-                return error(400, "InvalidRequest", &format!("bad auth request {req}"));
-            }
-            st.auths += 1;
-            st.next_id += 1;
-            let id = format!("00000000-0000-4000-8000-{:012}", st.next_id);
-            let nonce = STANDARD.encode(format!("nonce-{:026}", st.next_id));
-            st.sessions.insert(
-                id.clone(),
-                Session {
-                    nonce: nonce.clone(),
-                    attested_key: None,
-                },
-            );
-            (
-                200,
-                vec![(
-                    "Set-Cookie".into(),
-                    format!("kbs-session-id={id}; Max-Age=300; Path=/; HttpOnly"),
-                )],
-                json!({"nonce": nonce, "extra-params": ""}).to_string(),
-            )
-        }
-        ("POST", "/kbs/v0/attest") => {
-            let Some(session) = cookie.and_then(|c| st.sessions.get_mut(&c)) else {
-                return error(
-                    401,
-                    "UnAuthorized",
-                    "attest without a known kbs-session-id cookie",
-                );
-            };
-            let Ok(req) = serde_json::from_str::<Value>(body) else {
-                return error(400, "InvalidRequest", "attest body is not JSON");
-            };
-            let runtime = &req["runtime-data"];
-            let evidence = &req["tee-evidence"];
-            if runtime["nonce"] != json!(session.nonce)
-                || !req.as_object().unwrap().contains_key("init-data")
-                || evidence["additional_evidence"] != json!("")
-            {
-                return error(400, "InvalidRequest", &format!("bad attest request {req}"));
-            }
-            let primary = &evidence["primary_evidence"];
-            let Some(rd) = primary["report_data"]
-                .as_str()
-                .and_then(|s| STANDARD.decode(s).ok())
-            else {
-                return error(
-                    401,
-                    "AttestationFailed",
-                    "sample evidence has no report_data",
-                );
-            };
-            if primary["svn"] != json!("1") {
-                return error(401, "AttestationFailed", "sample evidence svn");
-            }
-            if rd != expected_report_data(&session.nonce, &runtime["tee-pubkey"]) {
-                return error(
-                    401,
-                    "AttestationFailed",
-                    "report data does not bind nonce and tee-pubkey",
-                );
-            }
-            let Ok(key) = serde_json::from_value::<TeePubKey>(runtime["tee-pubkey"].clone()) else {
-                return error(400, "InvalidRequest", "tee-pubkey is not a JWK");
-            };
-            session.attested_key = Some(key);
-            st.last_init_data = req["init-data"].clone();
-            st.attests += 1;
-            (
-                200,
-                vec![],
-                json!({"token": "header.claims.signature"}).to_string(),
-            )
-        }
-        ("GET", path) if path.starts_with("/kbs/v0/resource/") => {
-            st.resource_gets += 1;
-            if st.expire_sessions {
-                st.expire_sessions = false;
-                st.sessions.clear();
-            }
-            let key = cookie
-                .and_then(|c| st.sessions.get(&c))
-                .and_then(|s| s.attested_key.clone());
-            let Some(key) = key.filter(|_| !st.deny_resources) else {
-                return error(401, "UnAuthorized", "no attested session");
-            };
-            let name = &path["/kbs/v0/resource/".len()..];
-            if st.broken.iter().any(|b| b == name) {
-                return error(500, "RepositoryError", "backend storage unavailable");
-            }
-            let Some(plain) = st.resources.get(name) else {
-                return error(
-                    404,
-                    "ResourceNotFound",
-                    &format!("{name} not in the repository"),
-                );
-            };
-            let to = match st.mangle {
-                Mangle::WrongKey => cocoon_guest_components::TeeKey::generate().jwk().clone(),
-                _ => key,
-            };
-            let mut jwe: FlattenedJwe = jwe::encrypt(&to, plain).unwrap();
-            if st.mangle == Mangle::Tamper {
-                let mut ct = URL_SAFE_NO_PAD.decode(&jwe.ciphertext).unwrap();
-                ct[0] ^= 0x80;
-                jwe.ciphertext = URL_SAFE_NO_PAD.encode(ct);
-            }
-            (200, vec![], serde_json::to_string(&jwe).unwrap())
-        }
-        _ => error(404, "NotFound", url),
-    }
+fn settings(url: &str) -> KbsSettings {
+    let mut s = KbsSettings::new(url);
+    s.retry = fast_retries();
+    s
 }
 
 fn client(kbs: &Kbs) -> KbsClient<cocoon_attester::Attester> {
-    KbsClient::new(&kbs.url, cocoon_attester::Attester::sample()).unwrap()
+    KbsClient::with_settings(settings(&kbs.url), cocoon_attester::Attester::sample()).unwrap()
 }
 
 #[test]
@@ -374,49 +103,80 @@ fn expired_session_rehandshakes_once() {
 }
 
 #[test]
-fn unauthorized_after_reauth_is_an_error() {
+fn rejected_session_after_reauth_is_an_error() {
     let kbs = Kbs::start();
     let mut c = client(&kbs);
     c.get_resource("kbs:///default/key/1").unwrap();
-    kbs.with(|s| s.deny_resources = true);
+    kbs.with(|s| s.reject_tokens = true);
     let err = c.get_resource("kbs:///default/key/1").unwrap_err();
-    assert!(
-        matches!(err, Error::UnauthorizedAfterReauth { .. }),
-        "{err:?}"
-    );
-    let msg = err.to_string();
-    assert!(
-        msg.contains("401") && msg.contains("/kbs/v0/resource/default/key/1"),
-        "{msg}"
+    let Error::SessionRejected {
+        url,
+        status,
+        kind,
+        detail,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(url, &format!("{}/kbs/v0/resource/default/key/1", kbs.url));
+    assert_eq!(*status, 401);
+    assert_eq!(kind, &format!("{ERR_PREFIX}TokenVerifierError"));
+    assert_eq!(detail, "Token Verifier error");
+    assert_eq!(err.reason(), "unauthorized");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "KBS resource at {url} refused a freshly attested session (401): \
+             {ERR_PREFIX}TokenVerifierError: Token Verifier error"
+        )
     );
     // Exactly one re-handshake, no loop.
     assert_eq!(kbs.with(|s| (s.auths, s.resource_gets)), (2, 3));
+    assert_eq!(c.handshakes(), 2);
 
-    // On a session made for this very request, a 401 is not retried at all.
+    // On a session made for this very request, a refused token is not retried at all.
     let mut fresh = client(&kbs);
     let err = fresh.get_resource("kbs:///default/key/1").unwrap_err();
-    assert!(
-        matches!(err, Error::UnauthorizedAfterReauth { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::SessionRejected { .. }), "{err:?}");
     assert_eq!(kbs.with(|s| (s.auths, s.resource_gets)), (3, 4));
 }
 
 #[test]
-fn not_found_names_the_path() {
+fn not_found_names_the_path_and_does_not_reattest() {
     let kbs = Kbs::start();
     let mut c = client(&kbs);
     let err = c.get_resource("kbs:///default/key/missing").unwrap_err();
-    assert!(
-        matches!(&err, Error::ResourceNotFound { path, .. } if path == "default/key/missing"),
-        "{err:?}"
+    let Error::NotFound {
+        path,
+        url,
+        status,
+        kind,
+        detail,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(path, "default/key/missing");
+    assert_eq!(
+        url,
+        &format!("{}/kbs/v0/resource/default/key/missing", kbs.url)
     );
-    assert!(err.to_string().contains("default/key/missing"), "{err}");
-    assert!(err.to_string().contains("404"), "{err}");
+    assert_eq!(*status, 401);
+    assert_eq!(kind, &format!("{ERR_PREFIX}PluginInternalError"));
+    assert_eq!(detail, "resource not found: default/key/missing");
+    assert_eq!(err.reason(), "not_found");
+    assert_eq!(err.step(), "resource");
+    assert!(!err.to_string().contains("fresh attestation"), "{err}");
+    assert!(
+        err.to_string().contains("default/key/missing not found"),
+        "{err}"
+    );
+    // Neither retried nor re-attested.
+    assert_eq!(kbs.with(|s| (s.auths, s.resource_gets)), (1, 1));
 }
 
 #[test]
-fn server_error_carries_type_and_detail() {
+fn server_error_is_retried_and_carries_type_and_detail() {
     let kbs = Kbs::start();
     kbs.with(|s| s.broken.push("default/key/1".into()));
     let err = client(&kbs)
@@ -425,6 +185,7 @@ fn server_error_carries_type_and_detail() {
     let Error::Status {
         step,
         status,
+        attempts,
         kind,
         detail,
         ..
@@ -432,30 +193,35 @@ fn server_error_carries_type_and_detail() {
     else {
         panic!("{err:?}")
     };
-    assert_eq!((*step, *status), ("resource", 500));
+    assert_eq!((*step, *status, *attempts), ("resource", 500, 3));
     assert_eq!(kind, &format!("{ERR_PREFIX}RepositoryError"));
     assert_eq!(detail, "backend storage unavailable");
+    assert_eq!(err.reason(), "http_5xx");
     assert!(
-        err.to_string().contains("backend storage unavailable"),
+        err.to_string().contains("answered 500 after 3 attempt(s)")
+            && err.to_string().contains("backend storage unavailable"),
         "{err}"
     );
+    assert_eq!(kbs.with(|s| (s.auths, s.resource_gets)), (1, 3));
 }
 
 #[test]
 fn kbs_down_names_the_url() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::closed_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut c = KbsClient::new(&url, cocoon_attester::Attester::sample()).unwrap();
+    let mut c =
+        KbsClient::with_settings(settings(&url), cocoon_attester::Attester::sample()).unwrap();
     let err = c.get_resource("kbs:///default/key/1").unwrap_err();
     assert!(
-        matches!(&err, Error::Unreachable { url: u, .. } if u == &format!("{url}/kbs/v0/auth")),
+        matches!(&err, Error::Unreachable { step: "auth", attempts: 3, url: u, .. }
+            if u == &format!("{url}/kbs/v0/auth")),
         "{err:?}"
     );
+    assert_eq!((err.reason(), err.step()), ("unreachable", "connect"));
     assert!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        err.to_string().starts_with(&format!(
+            "cannot connect to the KBS at {url}/kbs/v0/auth (auth) after 3 attempt(s): "
+        )),
         "{err}"
     );
 }
@@ -468,10 +234,11 @@ fn tampered_jwe_gives_no_plaintext() {
         .get_resource("kbs:///default/key/1")
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Resource { path, source: JweError::Decrypt } if path == "default/key/1"),
+        matches!(&err, Error::Resource { path, source: JweError::Decrypt, .. } if path == "default/key/1"),
         "{err:?}"
     );
     assert!(!err.to_string().contains("key one"));
+    assert_eq!((err.reason(), err.step()), ("decrypt", "decrypt"));
 }
 
 #[test]
@@ -503,6 +270,7 @@ fn wrong_version_surfaces_the_401() {
     let Error::Status {
         step,
         status,
+        attempts,
         kind,
         detail,
         url,
@@ -510,7 +278,8 @@ fn wrong_version_surfaces_the_401() {
     else {
         panic!("{err:?}")
     };
-    assert_eq!((*step, *status), ("auth", 401));
+    assert_eq!((*step, *status, *attempts), ("auth", 401, 1));
+    assert_eq!(err.reason(), "unauthorized");
     assert!(url.ends_with("/kbs/v0/auth"));
     assert_eq!(kind, &format!("{ERR_PREFIX}ProtocolVersion"));
     assert!(detail.contains("\"0.4.0\""), "{detail}");
@@ -546,6 +315,7 @@ fn unbound_evidence_is_refused() {
         "{err:?}"
     );
     assert!(err.to_string().contains("does not bind"), "{err}");
+    assert_eq!(err.reason(), "rejected");
 }
 
 #[test]
@@ -566,6 +336,7 @@ fn attester_errors_are_reported() {
         .unwrap_err();
     assert!(matches!(err, Error::Evidence(_)), "{err:?}");
     assert!(err.to_string().contains("no /dev/sev-guest"));
+    assert_eq!((err.reason(), err.step()), ("evidence", "attest"));
 }
 
 #[test]
