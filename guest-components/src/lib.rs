@@ -12,10 +12,14 @@
 //! attestation shared by every caller until the token's `exp`, single-flight handshakes,
 //! bounded retries with a deadline, errors labelled by [`Error::reason`], Prometheus
 //! counters ([`KbsMetrics`]) and `audit` records; [`KbsClient`] wraps it for one owner.
-//! [`ResourceSource`] ([`resource`]) is the one seam through which secrets are fetched.
 //!
-//! Still to come here: sealed-secret unsealing into a tmpfs, initdata parsing, and the
-//! workload-facing REST API on `127.0.0.1:8006`. It knows nothing of containers or images.
+//! [`ResourceSource`] ([`resource`]) is the one seam through which secrets are fetched.
+//! [`sealed`] verifies (ES256) and unseals CoCo sealed secrets (`sealed.<h>.<p>.<s>`).
+//! [`rest`] serves the workload-facing REST API (upstream's api-server-rest, normally on
+//! `127.0.0.1:8006`) to loopback peers.
+//!
+//! Still to come here: unsealing into a tmpfs and initdata parsing. It knows nothing of
+//! containers or images.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +37,8 @@ pub mod error;
 pub mod jwe;
 pub mod kbs;
 pub mod resource;
+pub mod rest;
+pub mod sealed;
 pub mod tee_key;
 
 pub use error::{BoxError, Error, JweError};
