@@ -291,6 +291,12 @@ pub struct AgentConfig {
     pub unified_cgroup_hierarchy: bool,
     pub cgroup_no_v1: String,
     pub aa_kbc_params: Option<KbcParams>,
+    /// PEM file of the CA that signed an `https://` KBS's certificate.
+    pub kbs_cert_file: Option<PathBuf>,
+    /// Check the signature of sealed secrets (on by default; off only for testing).
+    pub sealed_secret_verify: bool,
+    /// Where the workload REST API listens (upstream api-server-rest: 127.0.0.1:8006).
+    pub guest_components_rest_api_addr: std::net::SocketAddr,
     /// Explicitly requested attester (`sample` opts into the no-TEE attester).
     #[serde(deserialize_with = "parsed")]
     pub attester: Option<AttesterChoice>,
@@ -322,6 +328,12 @@ impl Default for AgentConfig {
             unified_cgroup_hierarchy: false,
             cgroup_no_v1: String::new(),
             aa_kbc_params: None,
+            kbs_cert_file: None,
+            sealed_secret_verify: true,
+            guest_components_rest_api_addr: std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                wire::WORKLOAD_API_PORT,
+            )),
             attester: None,
             policy_file: None,
         }

@@ -18,9 +18,11 @@ use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{AgentError, Result};
+use crate::mounts::{bind_mount, remove_bundle};
+use crate::namespaces::SharedNamespaces;
+use crate::paths::Paths;
 use crate::process::{AgentStdio, Process};
 use crate::reaper::Reaper;
-use crate::sandbox::{bind_mount, Paths, SharedNamespaces};
 use crate::streams::{receive_fd, set_winsize, StdioPipes};
 
 /// How long to wait for a pty master from libcontainer.
@@ -34,8 +36,6 @@ pub struct Container {
     state_dir: PathBuf,
     /// Our bind mount of the requested root on `<bundle>/rootfs`.
     rootfs_mount: Option<PathBuf>,
-    /// Storage mount points this container holds a reference to.
-    pub storages: Vec<PathBuf>,
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     started: AtomicBool,
@@ -174,28 +174,9 @@ impl Launch {
 pub struct CreateParams {
     pub id: String,
     pub spec: Spec,
-    pub storages: Vec<PathBuf>,
     pub shared_ns: Option<Arc<SharedNamespaces>>,
     /// A PID namespace to join (`sandbox_pidns`: the pod's first container's).
     pub pid_ns: Option<PathBuf>,
-}
-
-/// Container ids become directory names: keep them to a safe alphabet.
-pub fn check_id(field: &str, id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !id.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(AgentError::invalid(
-            field,
-            format!("{id:?}: expected 1-128 characters of [A-Za-z0-9_.-], not starting with '.'"),
-        ))
-    }
 }
 
 fn console_size(spec: &Spec) -> Option<(u16, u16)> {
@@ -398,7 +379,6 @@ impl Container {
             bundle,
             state_dir: paths.state_dir(),
             rootfs_mount: cleanup.rootfs_mount.take(),
-            storages: p.storages,
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
@@ -590,22 +570,6 @@ impl Container {
         remove_bundle(&self.bundle);
         Ok(())
     }
-}
-
-/// Removes a bundle without ever recursing into its rootfs (whose mount may still be
-/// there if unmounting failed): our files, then empty directories only.
-pub fn remove_bundle(bundle: &Path) {
-    if let Ok(dir) = std::fs::read_dir(bundle) {
-        for e in dir.flatten() {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_file()) {
-                let _ = std::fs::remove_file(&path);
-            } else {
-                let _ = std::fs::remove_dir(&path);
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(bundle);
 }
 
 /// Deletes libcontainer's state (and with it the cgroup), whatever the status.

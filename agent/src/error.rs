@@ -22,6 +22,10 @@ pub enum AgentError {
     /// The runtime retries UpdateInterface on this text: keep `Link not found`.
     #[error("Link not found ({0})")]
     LinkNotFound(String),
+    /// A sealed secret could not be unsealed: names the secret (env name or file),
+    /// never its value.
+    #[error("secret {what}: {reason}")]
+    Secret { what: String, reason: String },
     /// End of a process's output stream.
     #[error("EOF")]
     Eof,
@@ -51,7 +55,9 @@ impl AgentError {
             AgentError::NotFound { .. } | AgentError::LinkNotFound(_) => Code::NOT_FOUND,
             AgentError::AlreadyExists { .. } => Code::ALREADY_EXISTS,
             AgentError::InvalidArgument { .. } => Code::INVALID_ARGUMENT,
-            AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            AgentError::FailedPrecondition(_) | AgentError::Secret { .. } => {
+                Code::FAILED_PRECONDITION
+            }
             AgentError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             AgentError::PermissionDenied(_) => Code::PERMISSION_DENIED,
             AgentError::Internal(_) | AgentError::Eof => Code::INTERNAL,

@@ -106,6 +106,18 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
 
     let probe = attestation::probe(config.attester, config_file.is_some());
     tracing::info!("attestation probe: {probe}");
+    let kbs = cocoon_agent::kbs::Kbs::from_config(&config, &probe);
+    if let cocoon_agent::kbs::Kbs::Unavailable(why) = &kbs {
+        tracing::info!("no KBS session: {why}");
+    }
+    let _rest_api = kbs.serve_rest_api(&config);
+    let secrets = cocoon_agent::secrets::Secrets::new(
+        kbs.source(),
+        cocoon_guest_components::sealed::UnsealOptions {
+            verify: config.sealed_secret_verify,
+            ..Default::default()
+        },
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,15 +126,24 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
         let sandbox = std::sync::Arc::new(sandbox::Sandbox::new(
-            sandbox::Paths::from_env(is_init),
+            cocoon_agent::paths::Paths::from_env(is_init),
             reaper,
             config.hotplug_timeout,
+            secrets,
         ));
         let info = GuestInfo {
             init_daemon: is_init,
             extra_features: vec![attestation::tee_feature(&probe)],
         };
-        server::serve(&config.server_addr, info, &sink, is_init, sandbox.clone()).await?;
+        server::serve(
+            &config.server_addr,
+            info,
+            &sink,
+            is_init,
+            sandbox.clone(),
+            kbs,
+        )
+        .await?;
         // Stopped by a signal (not PID 1) or after DestroySandbox: leave no container.
         if let Err(e) = sandbox
             .destroy_all(cocoon_agent::rpc::agent::DESTROY_TIMEOUT)

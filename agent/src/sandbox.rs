@@ -1,176 +1,25 @@
-//! The pod: where its files live, its containers, and the UTS and IPC namespaces its
-//! containers share.
+//! The pod: its state (containers, shared namespaces, storages) and its lifecycle.
 //!
-//! Paths follow upstream Kata: bundles under `/run/kata-containers/<cid>/`, files copied
-//! by the runtime under `/run/kata-containers/shared/containers/`, sandbox storage under
-//! `/run/kata-containers/sandbox/`. `COCOON_RUN_DIR` moves the whole tree (tests run the
-//! agent as a plain process on a host), and `COCOON_CGROUP_PARENT` the cgroup subtree.
+//! The sandbox owns every operation that changes the pod: CreateSandbox, CreateContainer
+//! (the stage pipeline in [`crate::create`]), RemoveContainer and DestroySandbox. What a
+//! container holds beyond its libcontainer state — its bundle directory, its storages,
+//! its secrets tmpfs — is recorded as [`Held`] resources, released in reverse order when
+//! a create fails half-way or the container is removed.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use nix::fcntl::{open, OFlag};
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::stat::Mode;
+use cocoon_protocols::agent::Storage;
 
 use crate::container::Container;
 use crate::error::{AgentError, Result};
+use crate::namespaces::SharedNamespaces;
+use crate::paths::{check_id, Paths};
 use crate::reaper::Reaper;
+use crate::secrets::Secrets;
 use crate::storage::Storages;
-
-/// Environment variable that moves `/run/kata-containers` (tests only).
-pub const ENV_RUN_DIR: &str = "COCOON_RUN_DIR";
-/// Environment variable naming the cgroup subtree for containers (tests only).
-pub const ENV_CGROUP_PARENT: &str = "COCOON_CGROUP_PARENT";
-
-const DEFAULT_RUN_DIR: &str = cocoon_protocols::wire::KATA_RUN_DIR;
-const DEFAULT_CGROUP_PARENT: &str = "kata_agent";
-
-/// Where the agent keeps things.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// `/run/kata-containers`: one bundle directory per container.
-    pub run_dir: PathBuf,
-    /// The cgroup directory containers are created under (relative to the hierarchy).
-    pub cgroup_parent: String,
-    /// `COCOON_CGROUP_PARENT` was given: always use it (tests keep to their subtree).
-    pub cgroup_parent_forced: bool,
-    /// True when the agent is PID 1 of the guest (DNS goes to /etc/resolv.conf then).
-    pub is_init: bool,
-}
-
-impl Paths {
-    /// From the environment (tests) or upstream's defaults.
-    pub fn from_env(is_init: bool) -> Paths {
-        let run_dir = std::env::var_os(ENV_RUN_DIR)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
-        let forced = std::env::var(ENV_CGROUP_PARENT)
-            .ok()
-            .filter(|p| !p.is_empty());
-        Paths {
-            run_dir,
-            cgroup_parent_forced: forced.is_some(),
-            cgroup_parent: forced
-                .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string())
-                .trim_matches('/')
-                .to_string(),
-            is_init,
-        }
-    }
-
-    /// The cgroup of container `cid`: the spec's `cgroupsPath` when it is a plain
-    /// absolute path without `..` (the runtime's cgroupfs layout), else
-    /// `/<cgroup parent>/<cid>` (also for systemd-style `slice:prefix:name` paths, as
-    /// the guest has no systemd).
-    pub fn cgroup_path(&self, cid: &str, spec_path: Option<&Path>) -> String {
-        let usable = spec_path.and_then(|p| p.to_str()).filter(|p| {
-            !self.cgroup_parent_forced
-                && p.starts_with('/')
-                && p.len() > 1
-                && !p.contains(':')
-                && !p.split('/').any(|c| c == ".." || c == ".")
-        });
-        match usable {
-            Some(p) => p.trim_end_matches('/').to_string(),
-            None => format!("/{}/{cid}", self.cgroup_parent),
-        }
-    }
-
-    /// `/run/kata-containers/shared/containers`: CopyFile's only destination.
-    pub fn shared_dir(&self) -> PathBuf {
-        self.run_dir.join("shared").join("containers")
-    }
-
-    /// `/run/kata-containers/sandbox`: the pod's own storage.
-    pub fn sandbox_dir(&self) -> PathBuf {
-        self.run_dir.join("sandbox")
-    }
-
-    /// libcontainer's state directory.
-    pub fn state_dir(&self) -> PathBuf {
-        self.run_dir.join(".state")
-    }
-
-    /// Console sockets (short paths: a unix socket path has 108 bytes at most).
-    pub fn console_dir(&self) -> PathBuf {
-        self.run_dir.join(".console")
-    }
-
-    pub fn bundle(&self, cid: &str) -> PathBuf {
-        self.run_dir.join(cid)
-    }
-}
-
-/// The pod's shared namespaces, kept alive by open descriptors.
-pub struct SharedNamespaces {
-    pub uts: OwnedFd,
-    pub ipc: OwnedFd,
-}
-
-impl SharedNamespaces {
-    /// New UTS and IPC namespaces with `hostname`, made in a short-lived thread so the
-    /// agent's own namespaces (the host's, in tests) are untouched.
-    pub fn create(hostname: &str) -> Result<SharedNamespaces> {
-        let hostname = hostname.to_string();
-        std::thread::spawn(move || -> Result<SharedNamespaces> {
-            let err = |step: &str, e: nix::Error| AgentError::internal(step, e);
-            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-                .map_err(|e| err("unsharing UTS and IPC namespaces", e))?;
-            if !hostname.is_empty() {
-                nix::unistd::sethostname(&hostname).map_err(|e| err("sethostname", e))?;
-            }
-            let ns = |name: &str| {
-                open(
-                    format!("/proc/thread-self/ns/{name}").as_str(),
-                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map(|fd| {
-                    // SAFETY: `open` just returned this descriptor; we are its only owner.
-                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-                })
-                .map_err(|e| err("opening a namespace", e))
-            };
-            Ok(SharedNamespaces {
-                uts: ns("uts")?,
-                ipc: ns("ipc")?,
-            })
-        })
-        .join()
-        .map_err(|_| AgentError::Internal("namespace thread panicked".into()))?
-    }
-
-    /// A path through which a container's init joins namespace `fd`.
-    pub fn path_of(fd: &OwnedFd) -> String {
-        format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgroup_paths() {
-        let mut p = Paths {
-            run_dir: PathBuf::from("/run/kata-containers"),
-            cgroup_parent: "kata_agent".into(),
-            cgroup_parent_forced: false,
-            is_init: true,
-        };
-        let path = |p: &Paths, s: Option<&str>| p.cgroup_path("c1", s.map(Path::new));
-        assert_eq!(path(&p, None), "/kata_agent/c1");
-        assert_eq!(path(&p, Some("/kubepods/pod1/c1")), "/kubepods/pod1/c1");
-        assert_eq!(path(&p, Some("kubepods.slice:cri:c1")), "/kata_agent/c1");
-        assert_eq!(path(&p, Some("/a/../../etc")), "/kata_agent/c1");
-        assert_eq!(path(&p, Some("relative")), "/kata_agent/c1");
-        p.cgroup_parent_forced = true;
-        assert_eq!(path(&p, Some("/kubepods/pod1/c1")), "/kata_agent/c1");
-    }
-}
 
 #[derive(Default)]
 pub struct SandboxInfo {
@@ -183,20 +32,53 @@ pub struct SandboxInfo {
     pub pidns_container: Option<String>,
 }
 
+/// CreateSandbox, checked and typed.
+pub struct SandboxRequest {
+    pub id: String,
+    pub hostname: String,
+    pub dns: Vec<String>,
+    pub storages: Vec<Storage>,
+    pub sandbox_pidns: bool,
+}
+
+/// Something a container holds outside libcontainer, released when it goes.
+#[derive(Debug)]
+pub enum Held {
+    /// `/run/kata-containers/<cid>`: removed (never recursing into a mounted rootfs).
+    Bundle(PathBuf),
+    /// References to storage mount points.
+    Storages(Vec<PathBuf>),
+    /// The container's dedicated secrets tmpfs: unmounted, its directory removed.
+    SecretsTmpfs(PathBuf),
+}
+
+/// A registered container and what it holds.
+struct Registered {
+    container: Arc<Container>,
+    held: Vec<Held>,
+}
+
 /// Everything the agent knows about the pod.
 pub struct Sandbox {
     pub paths: Paths,
     pub reaper: Reaper,
-    pub hotplug_timeout: std::time::Duration,
-    containers: Mutex<HashMap<String, Arc<Container>>>,
+    pub hotplug_timeout: Duration,
+    containers: Mutex<HashMap<String, Registered>>,
     info: Mutex<SandboxInfo>,
     pub storages: Storages,
+    /// Unsealing of sealed secrets (env values and secret volumes).
+    pub secrets: Secrets,
     /// Serialises container creation and removal (lookups do not wait for it).
     pub lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
-    pub fn new(paths: Paths, reaper: Reaper, hotplug_timeout: std::time::Duration) -> Sandbox {
+    pub fn new(
+        paths: Paths,
+        reaper: Reaper,
+        hotplug_timeout: Duration,
+        secrets: Secrets,
+    ) -> Sandbox {
         Sandbox {
             paths,
             reaper,
@@ -204,11 +86,12 @@ impl Sandbox {
             containers: Mutex::new(HashMap::new()),
             info: Mutex::new(SandboxInfo::default()),
             storages: Storages::default(),
+            secrets,
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn lock_containers(&self) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
+    fn lock_containers(&self) -> MutexGuard<'_, HashMap<String, Registered>> {
         self.containers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -221,7 +104,7 @@ impl Sandbox {
     pub fn container(&self, cid: &str) -> Result<Arc<Container>> {
         self.lock_containers()
             .get(cid)
-            .cloned()
+            .map(|r| r.container.clone())
             .ok_or_else(|| AgentError::not_found("container", cid))
     }
 
@@ -229,34 +112,105 @@ impl Sandbox {
         self.lock_containers().contains_key(cid)
     }
 
-    pub fn insert(&self, c: Arc<Container>) {
-        self.lock_containers().insert(c.id.clone(), c);
-    }
-
-    pub fn remove(&self, cid: &str) -> Option<Arc<Container>> {
-        self.lock_containers().remove(cid)
-    }
-
     pub fn all(&self) -> Vec<Arc<Container>> {
-        self.lock_containers().values().cloned().collect()
+        self.lock_containers()
+            .values()
+            .map(|r| r.container.clone())
+            .collect()
+    }
+
+    /// Records a created container with what it holds (the last stage of create).
+    pub(crate) fn register(&self, c: Arc<Container>, held: Vec<Held>) {
+        self.lock_containers()
+            .insert(c.id.clone(), Registered { container: c, held });
+    }
+
+    /// Releases held resources, last acquired first.
+    pub(crate) fn release(&self, held: Vec<Held>) {
+        for h in held.into_iter().rev() {
+            match h {
+                Held::Bundle(dir) => crate::mounts::remove_bundle(&dir),
+                Held::Storages(mps) => self.storages.release(&mps),
+                Held::SecretsTmpfs(dir) => crate::secrets::unmount(&dir),
+            }
+        }
+    }
+
+    /// Sets storages up on a blocking thread (a block device may take
+    /// `agent.hotplug_timeout` to appear). Returns their mount points.
+    pub(crate) async fn add_storages(self: &Arc<Self>, list: Vec<Storage>) -> Result<Vec<PathBuf>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sb = self.clone();
+        tokio::task::spawn_blocking(move || {
+            sb.storages
+                .add(&list, &sb.paths.run_dir, sb.hotplug_timeout)
+        })
+        .await
+        .map_err(|e| AgentError::internal("storages", e))?
+    }
+
+    /// CreateSandbox: the pod's storages, its shared UTS/IPC namespaces, its DNS.
+    pub async fn create_sandbox(self: &Arc<Self>, req: SandboxRequest) -> Result<()> {
+        if !req.id.is_empty() {
+            check_id("sandbox_id", &req.id)?;
+        }
+        if req.hostname.len() > 64 {
+            return Err(AgentError::invalid("hostname", "longer than 64 bytes"));
+        }
+        let _life = self.lifecycle.lock().await;
+        if self.info().namespaces.is_some() {
+            return Err(AgentError::AlreadyExists {
+                what: "sandbox",
+                id: self.info().id.clone(),
+            });
+        }
+        let storages = self.add_storages(req.storages).await?;
+        let hostname = req.hostname.clone();
+        let ns = tokio::task::spawn_blocking(move || SharedNamespaces::create(&hostname))
+            .await
+            .map_err(|e| AgentError::internal("namespaces", e))?;
+        let ns = match ns.and_then(|ns| self.setup_dns(&req.dns).map(|_| ns)) {
+            Ok(ns) => ns,
+            Err(e) => {
+                self.storages.release(&storages);
+                return Err(e);
+            }
+        };
+        let mut info = self.info();
+        info.id = req.id;
+        info.hostname = req.hostname;
+        info.namespaces = Some(Arc::new(ns));
+        info.sandbox_pidns = req.sandbox_pidns;
+        Ok(())
+    }
+
+    /// RemoveContainer: stops the container (within `timeout`), then releases what it
+    /// held. A container that does not stop in time stays registered.
+    pub async fn remove_container(&self, cid: &str, timeout: Duration) -> Result<()> {
+        let _life = self.lifecycle.lock().await;
+        self.remove_locked(cid, timeout).await
+    }
+
+    async fn remove_locked(&self, cid: &str, timeout: Duration) -> Result<()> {
+        let c = self.container(cid)?;
+        c.destroy(&self.reaper, timeout).await?;
+        if let Some(r) = self.lock_containers().remove(cid) {
+            self.release(r.held);
+        }
+        Ok(())
     }
 
     /// Kills and removes every container, releases every storage and the pod's
     /// namespaces (DestroySandbox, and the agent's exit).
-    pub async fn destroy_all(&self, timeout: std::time::Duration) -> Result<()> {
+    pub async fn destroy_all(&self, timeout: Duration) -> Result<()> {
         let _life = self.lifecycle.lock().await;
         let mut first_error = None;
         for c in self.all() {
-            match c.destroy(&self.reaper, timeout).await {
-                Ok(()) => {
-                    self.storages.release(&c.storages);
-                    crate::container::remove_bundle(&c.bundle);
-                    self.remove(&c.id);
-                }
-                Err(e) => {
-                    tracing::error!(container = %c.id, error = %e, "destroying a container");
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = self.remove_locked(&c.id, timeout).await {
+                tracing::error!(container = %c.id, error = %e, "destroying a container");
+                first_error.get_or_insert(e);
             }
         }
         self.storages.release(&self.storages.all());
@@ -294,27 +248,8 @@ impl Sandbox {
                     .and_then(|_| std::fs::write(target, ""))
                     .map_err(|e| AgentError::internal("creating /etc/resolv.conf", e))?;
             }
-            bind_mount(&file, target)?;
+            crate::mounts::bind_mount(&file, target)?;
         }
         Ok(())
     }
-}
-
-/// A private bind mount of `src` on `dst`.
-pub fn bind_mount(src: &Path, dst: &Path) -> Result<()> {
-    use nix::mount::{mount, MsFlags};
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
-        AgentError::internal(
-            &format!("bind-mounting {} on {}", src.display(), dst.display()),
-            e,
-        )
-    })?;
-    let _ = mount(
-        None::<&str>,
-        dst,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    );
-    Ok(())
 }

@@ -59,6 +59,7 @@ pub async fn serve(
     sink: &LogSink,
     is_init: bool,
     sandbox: Arc<crate::sandbox::Sandbox>,
+    kbs: crate::kbs::Kbs,
 ) -> Result<(), ServerError> {
     let uri = addr.uri();
     remove_stale_socket(addr)?;
@@ -66,7 +67,7 @@ pub async fn serve(
 
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(HealthService);
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
-        Arc::new(AgentRpc::new(info, shutdown.clone(), sandbox));
+        Arc::new(AgentRpc::new(info, shutdown.clone(), sandbox, kbs));
     let mut server = Server::new()
         .bind(&uri)
         .map_err(|e| ServerError::Bind {

@@ -33,3 +33,10 @@ pub const KATA_RUN_DIR: &str = "/run/kata-containers";
 pub const SHARED_CONTAINERS_DIR: &str = "/run/kata-containers/shared/containers";
 /// CopyFile chunk size the Go runtime uses.
 pub const COPY_FILE_CHUNK: usize = 1 << 20;
+
+/// Port of the workload-facing REST API inside the guest (upstream guest-components
+/// `api-server-rest`, `127.0.0.1:8006`).
+pub const WORKLOAD_API_PORT: u16 = 8006;
+/// Kubernetes-style sealed-secret signing keys named by a file `kid` (upstream
+/// confidential-data-hub).
+pub const SEALED_SECRET_KEY_DIR: &str = "/run/confidential-containers/cdh/sealed-secret";

@@ -13,11 +13,12 @@ use cocoon_protocols::agent::{
 };
 use cocoon_protocols::agent::{
     AgentDetails, CloseStdinRequest, CopyFileRequest, CreateContainerRequest, CreateSandboxRequest,
-    DestroySandboxRequest, ExecProcessRequest, GetOOMEventRequest, GuestDetailsRequest,
-    GuestDetailsResponse, OOMEvent, PauseContainerRequest, ReadStreamRequest, ReadStreamResponse,
-    RemoveContainerRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest,
-    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
+    DestroySandboxRequest, ExecProcessRequest, GetMetricsRequest, GetOOMEventRequest,
+    GuestDetailsRequest, GuestDetailsResponse, Metrics, OOMEvent, PauseContainerRequest,
+    ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest, ResumeContainerRequest,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    TtyWinResizeRequest, UpdateContainerRequest, WaitProcessRequest, WaitProcessResponse,
+    WriteStreamRequest, WriteStreamResponse,
 };
 use cocoon_protocols::agent_ttrpc::AgentService;
 use cocoon_protocols::types::Interface;
@@ -25,9 +26,12 @@ use protobuf::well_known_types::empty::Empty;
 use tokio::sync::Notify;
 use ttrpc::r#async::TtrpcContext;
 
-use crate::container::{check_id, Container, CreateParams};
+use crate::container::Container;
+use crate::create::CreateRequest;
 use crate::error::{AgentError, Result};
-use crate::sandbox::{Sandbox, SharedNamespaces};
+use crate::kbs::Kbs;
+use crate::paths::check_id;
+use crate::sandbox::{Sandbox, SandboxRequest};
 use crate::streams::set_winsize;
 
 /// How long DestroySandbox waits for each container to stop.
@@ -53,145 +57,44 @@ pub struct AgentRpc {
     /// Notified when DestroySandbox asks the agent to end.
     shutdown: Arc<Notify>,
     sandbox: Arc<Sandbox>,
+    kbs: Kbs,
 }
 
 impl AgentRpc {
-    pub fn new(info: GuestInfo, shutdown: Arc<Notify>, sandbox: Arc<Sandbox>) -> Self {
+    pub fn new(info: GuestInfo, shutdown: Arc<Notify>, sandbox: Arc<Sandbox>, kbs: Kbs) -> Self {
         AgentRpc {
             info,
             shutdown,
             sandbox,
+            kbs,
         }
-    }
-
-    /// Sets storages up on a blocking thread (a block device may take
-    /// `agent.hotplug_timeout` to appear).
-    async fn add_storages(
-        &self,
-        list: &[cocoon_protocols::agent::Storage],
-    ) -> Result<Vec<std::path::PathBuf>> {
-        let sb = self.sandbox.clone();
-        let list = list.to_vec();
-        tokio::task::spawn_blocking(move || {
-            sb.storages
-                .add(&list, &sb.paths.run_dir, sb.hotplug_timeout)
-        })
-        .await
-        .map_err(|e| AgentError::internal("storages", e))?
     }
 
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> Result<()> {
-        let sb = &self.sandbox;
-        if !req.sandbox_id.is_empty() {
-            check_id("sandbox_id", &req.sandbox_id)?;
-        }
-        if req.hostname.len() > 64 {
-            return Err(AgentError::invalid("hostname", "longer than 64 bytes"));
-        }
-        let _life = sb.lifecycle.lock().await;
-        if sb.info().namespaces.is_some() {
-            return Err(AgentError::AlreadyExists {
-                what: "sandbox",
-                id: sb.info().id.clone(),
-            });
-        }
-        let storages = self.add_storages(&req.storages).await?;
-        let hostname = req.hostname.clone();
-        let ns = tokio::task::spawn_blocking(move || SharedNamespaces::create(&hostname))
-            .await
-            .map_err(|e| AgentError::internal("namespaces", e))?;
-        let ns = match ns.and_then(|ns| sb.setup_dns(&req.dns).map(|_| ns)) {
-            Ok(ns) => ns,
-            Err(e) => {
-                sb.storages.release(&storages);
-                return Err(e);
-            }
+        let req = SandboxRequest {
+            id: req.sandbox_id,
+            hostname: req.hostname,
+            dns: req.dns,
+            storages: req.storages,
+            sandbox_pidns: req.sandbox_pidns,
         };
-        let mut info = sb.info();
-        info.id = req.sandbox_id;
-        info.hostname = req.hostname;
-        info.namespaces = Some(Arc::new(ns));
-        info.sandbox_pidns = req.sandbox_pidns;
-        Ok(())
+        self.sandbox.create_sandbox(req).await
     }
 
     async fn do_create_container(&self, req: CreateContainerRequest) -> Result<()> {
-        let sb = &self.sandbox;
-        check_id("container_id", &req.container_id)?;
-        let Some(wire) = req.OCI.as_ref() else {
-            return Err(AgentError::invalid("OCI", "missing"));
-        };
-        let mut spec = crate::oci::to_oci(wire)?;
-        let _life = sb.lifecycle.lock().await;
-        if sb.contains(&req.container_id) {
-            return Err(AgentError::AlreadyExists {
-                what: "container",
-                id: req.container_id,
-            });
-        }
-        let devices = req.devices.clone();
-        let timeout = sb.hotplug_timeout;
-        spec = tokio::task::spawn_blocking(move || {
-            crate::devices::apply(&mut spec, &devices, timeout).map(|()| spec)
-        })
-        .await
-        .map_err(|e| AgentError::internal("devices", e))??;
-        let storages = self.add_storages(&req.storages).await?;
-        let (shared_ns, share_pidns, owner) = {
-            let info = sb.info();
-            (
-                info.namespaces.clone(),
-                info.sandbox_pidns || req.sandbox_pidns,
-                info.pidns_container.clone(),
-            )
-        };
-        let pid_ns = match owner.and_then(|id| sb.container(&id).ok()) {
-            Some(first) if share_pidns && first.init.exit_code().is_none() => Some(
-                std::path::PathBuf::from(format!("/proc/{}/ns/pid", first.init.pid)),
-            ),
-            _ => None,
-        };
-        let params = CreateParams {
-            id: req.container_id.clone(),
-            spec,
-            storages: storages.clone(),
-            shared_ns,
-            pid_ns,
-        };
-        match Container::create(&sb.paths, &sb.reaper, params).await {
-            Ok(c) => {
-                if share_pidns {
-                    let mut info = sb.info();
-                    if info.pidns_container.is_none() {
-                        info.pidns_container = Some(c.id.clone());
-                    }
-                }
-                sb.insert(Arc::new(c));
-                Ok(())
-            }
-            Err(e) => {
-                sb.storages.release(&storages);
-                crate::container::remove_bundle(&sb.paths.bundle(&req.container_id));
-                Err(e)
-            }
-        }
+        let req = CreateRequest::from_wire(req)?;
+        self.sandbox.create_container(req).await
     }
 
     async fn do_remove_container(&self, req: RemoveContainerRequest) -> Result<()> {
-        let sb = &self.sandbox;
-        let _life = sb.lifecycle.lock().await;
-        let c = sb.container(&req.container_id)?;
         let timeout = if req.timeout == 0 {
             REMOVE_DEFAULT_TIMEOUT
         } else {
             Duration::from_secs(req.timeout.into())
         };
-        c.destroy(&sb.reaper, timeout).await?;
-        sb.storages.release(&c.storages);
-        // A storage-mounted rootfs kept the bundle until now.
-        crate::container::remove_bundle(&c.bundle);
-        sb.remove(&req.container_id);
-        Ok(())
+        self.sandbox
+            .remove_container(&req.container_id, timeout)
+            .await
     }
 
     async fn do_destroy_sandbox(&self) -> Result<()> {
@@ -594,6 +497,17 @@ impl AgentService for AgentRpc {
             .map(|n| n.ARPNeighbors.clone())
             .unwrap_or_default();
         empty(crate::network::add_arp_neighbors(&list).await)
+    }
+
+    async fn get_metrics(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetMetricsRequest,
+    ) -> ttrpc::Result<Metrics> {
+        Ok(Metrics {
+            metrics: self.kbs.metrics(),
+            ..Default::default()
+        })
     }
 
     async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
