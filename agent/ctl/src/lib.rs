@@ -6,7 +6,8 @@
 //! Hypervisor, Firecracker and `vhost-device-vsock`) — and a generic call: any
 //! `grpc.AgentService` or `grpc.Health` method by name, with its request as JSON and its
 //! response printed as JSON. Requests are built from the protocol's descriptors, so
-//! every RPC works without a hand-written table.
+//! every RPC works without a hand-written table. [`secret`] makes CoCo sealed secrets
+//! (keygen, seal, inspect, verify) in the format of upstream's `secret` tool.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use ttrpc::r#async::Client;
 use cocoon_protocols::wire;
 
 pub mod run;
+pub mod secret;
 
 /// What went wrong talking to the agent.
 #[derive(Debug, thiserror::Error)]

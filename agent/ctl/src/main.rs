@@ -56,6 +56,11 @@ enum CtlCommand {
         /// The OCI config.json; a relative root.path is taken from its directory.
         spec: std::path::PathBuf,
     },
+    /// Sealed secrets as upstream's `secret` tool makes them: keygen, seal, inspect, verify.
+    Secret {
+        #[command(subcommand)]
+        command: cocoon_ctl::secret::SecretCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +70,9 @@ fn main() -> anyhow::Result<()> {
             println!("{name}");
         }
         return Ok(());
+    }
+    if let Some(CtlCommand::Secret { command }) = &cli.command {
+        return Ok(cocoon_ctl::secret::run(command)?);
     }
     let addr: Address = cli
         .server_address
