@@ -293,6 +293,9 @@ pub struct AgentConfig {
     pub aa_kbc_params: Option<KbcParams>,
     /// PEM file of the CA that signed an `https://` KBS's certificate.
     pub kbs_cert_file: Option<PathBuf>,
+    /// Total time one KBS request may take, retries included (seconds).
+    #[serde(with = "seconds")]
+    pub kbs_deadline: Duration,
     /// Check the signature of sealed secrets (on by default; off only for testing).
     pub sealed_secret_verify: bool,
     /// Where the workload REST API listens (upstream api-server-rest: 127.0.0.1:8006).
@@ -329,6 +332,7 @@ impl Default for AgentConfig {
             cgroup_no_v1: String::new(),
             aa_kbc_params: None,
             kbs_cert_file: None,
+            kbs_deadline: Duration::from_secs(30),
             sealed_secret_verify: true,
             guest_components_rest_api_addr: std::net::SocketAddr::from((
                 [127, 0, 0, 1],

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use cocoon_attester::{Attester, Probe};
-use cocoon_guest_components::rest::{ApiMode, RestApi, RestServer};
+use cocoon_guest_components::rest::{evidence_from, ApiMode, RestApi, RestServer};
 use cocoon_guest_components::{KbsService, KbsSettings, ResourceSource};
 
 use crate::config::{AgentConfig, RestApi as RestApiSetting};
@@ -38,6 +38,7 @@ impl Kbs {
             Err(e) => return Kbs::Unavailable(format!("attestation refused: {e}")),
         };
         let mut settings = KbsSettings::new(params.url.clone());
+        settings.retry.deadline = config.kbs_deadline;
         if let Some(path) = &config.kbs_cert_file {
             match std::fs::read(path) {
                 Ok(pem) => settings.ca_cert_pem = Some(pem),
@@ -97,15 +98,10 @@ impl Kbs {
                 return None;
             }
         };
-        let ev = attester.clone();
         let api = RestApi {
             mode,
             resources: service.clone(),
-            evidence: Arc::new(move |data: &[u8]| {
-                ev.evidence(data)
-                    .map(|e| e.json)
-                    .map_err(|e| Box::new(e) as cocoon_guest_components::BoxError)
-            }),
+            evidence: evidence_from(attester.clone()),
             info: serde_json::json!({
                 "agent": "cocoon-agent",
                 "version": crate::VERSION,

@@ -84,29 +84,6 @@ pub enum Error {
         detail: String,
     },
 
-    /// Legacy: no longer produced by this crate (the service reports [`Error::NotFound`]);
-    /// kept so that code matching it still compiles. To be removed.
-    #[error("KBS resource {path} not found: {detail}")]
-    ResourceNotFound {
-        /// The resource path, `<repo>/<type>/<tag>`.
-        path: String,
-        /// The KBS error `detail`.
-        detail: String,
-    },
-
-    /// Legacy: no longer produced by this crate (the service reports [`Error::Denied`],
-    /// [`Error::NotFound`], [`Error::ResourceBackend`] or [`Error::SessionRejected`]); kept
-    /// so that code matching it still compiles. To be removed.
-    #[error("KBS refused {url} with 401: {kind}: {detail}")]
-    UnauthorizedAfterReauth {
-        /// The full request URL.
-        url: String,
-        /// The KBS error `type`.
-        kind: String,
-        /// The KBS error `detail`.
-        detail: String,
-    },
-
     /// The KBS's resource policy refused this resource to this (attested) guest.
     #[error("KBS resource {path} denied by policy at {url} ({status}): {kind}: {detail}")]
     Denied {
@@ -225,9 +202,9 @@ impl Error {
             Error::BadResourceUri { .. } => "bad_uri",
             Error::Unreachable { .. } => "unreachable",
             Error::Deadline { .. } => "deadline",
-            Error::NotFound { .. } | Error::ResourceNotFound { .. } => "not_found",
+            Error::NotFound { .. } => "not_found",
             Error::Denied { .. } => "denied",
-            Error::SessionRejected { .. } | Error::UnauthorizedAfterReauth { .. } => "unauthorized",
+            Error::SessionRejected { .. } => "unauthorized",
             Error::ResourceBackend { .. } => "kbs_backend",
             Error::Status { step, status, .. } => match (*step, *status) {
                 (_, 500..=599) => "http_5xx",
@@ -254,8 +231,6 @@ impl Error {
             | Error::Encode { step, .. } => step,
             Error::BadResourceUri { .. }
             | Error::NotFound { .. }
-            | Error::ResourceNotFound { .. }
-            | Error::UnauthorizedAfterReauth { .. }
             | Error::Denied { .. }
             | Error::SessionRejected { .. }
             | Error::ResourceBackend { .. } => "resource",

@@ -87,7 +87,16 @@ impl Pod {
         ]))
     }
 
+    /// The agent started with `--config <file holding config_toml>`.
+    pub fn with_config(config_toml: &str) -> Pod {
+        Pod::start(&[], Some(config_toml))
+    }
+
     fn with_wrapper(wrapper: &[&str]) -> Pod {
+        Pod::start(wrapper, None)
+    }
+
+    fn start(wrapper: &[&str], config_toml: Option<&str>) -> Pod {
         let dir = tempfile::Builder::new()
             .prefix("cocoon-pod")
             .tempdir()
@@ -108,6 +117,11 @@ impl Pod {
             }
             None => Command::new(AGENT),
         };
+        if let Some(text) = config_toml {
+            let file = dir.path().join("agent.toml");
+            std::fs::write(&file, text).unwrap();
+            command.arg("--config").arg(file);
+        }
         command
             .env(
                 "KATA_AGENT_SERVER_ADDR",
