@@ -427,3 +427,38 @@ fn no_kbs_means_no_secrets() {
     let err = create_fails(&pod, "nokbs", spec, "agent.aa_kbc_params");
     assert!(err.contains("env S"), "{err}");
 }
+
+#[test]
+fn https_kbs_with_the_configured_ca() {
+    require_pod!();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kbs/tests/data");
+    let (cert, key) = (data.join("server.pem"), data.join("server.key"));
+    let kbs = start_kbs(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(kbs.url.starts_with("https://"), "{}", kbs.url);
+    let with_secret = |pod: &Pod| {
+        let mut spec = pod.spec(&["sh", "-c", "echo $S"]);
+        spec["Process"]["Env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(format!("S={}", seal("kbs:///default/secret/env", KEY, 1))));
+        spec
+    };
+    // Without the CA the KBS's certificate is refused.
+    let pod = Pod::with_config(&config(&kbs.url, "kbs_deadline = 2\n"));
+    let err = create_fails(&pod, "noca", with_secret(&pod), "env S");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    drop(pod);
+    // With it, the secret arrives over TLS.
+    let pod = Pod::with_config(&config(
+        &kbs.url,
+        &format!("kbs_cert_file = \"{}\"\n", data.join("ca.pem").display()),
+    ));
+    pod.create("tls", with_secret(&pod));
+    pod.ok("StartContainer", json!({"container_id": "tls"}));
+    assert_eq!(pod.read_all("tls", "tls", false), "env-plaintext-7f3a\n");
+}
