@@ -375,7 +375,17 @@ fn unsealing_failures_fail_create_and_leave_nothing() {
     let err = create_fails(&pod, "file", spec, "bad-file");
     assert!(err.contains("denied"), "{err}");
 
-    // KBS faults: 500, tampered JWE, slow past the deadline, refused connections.
+    // A failure after the tmpfs was mounted (libcontainer refuses the program) unmounts it.
+    let good = shared(&pod).join("good-file");
+    std::fs::write(&good, seal("kbs:///default/secret/file", KEY, 1)).unwrap();
+    let mut spec = pod.spec(&["/bin/no-such-program"]);
+    spec["Mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(bind("/etc/x", &good));
+    create_fails(&pod, "late", spec, "no-such-program");
+
+    // KBS faults: 500, tampered JWE, slow past the deadline.
     let fresh = || seal("kbs:///default/secret/env", KEY, 1);
     kbs.fault("500", 0);
     create_fails(&pod, "f500", with_env(fresh()), "500");
@@ -445,7 +455,10 @@ fn https_kbs_with_the_configured_ca() {
         spec["Process"]["Env"]
             .as_array_mut()
             .unwrap()
-            .push(json!(format!("S={}", seal("kbs:///default/secret/env", KEY, 1))));
+            .push(json!(format!(
+                "S={}",
+                seal("kbs:///default/secret/env", KEY, 1)
+            )));
         spec
     };
     // Without the CA the KBS's certificate is refused.
