@@ -14,7 +14,7 @@
 //! value; plaintext buffers are zeroized once written.
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -306,9 +306,6 @@ impl Tmpfs {
             Some(data.as_str()),
         )
         .map_err(|e| AgentError::internal("mounting the secrets tmpfs", e))?;
-        let meta =
-            std::fs::metadata(dir).map_err(|e| AgentError::internal("the secrets tmpfs", e))?;
-        debug_assert_eq!(meta.mode() & 0o777, 0o700);
         Ok(Tmpfs {
             dir: Some(dir.to_path_buf()),
         })
