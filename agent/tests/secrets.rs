@@ -364,25 +364,28 @@ fn unsealing_failures_fail_create_and_leave_nothing() {
         assert!(err.contains("env DB_PASSWORD"), "{cid}: {err}");
     }
 
+    // A spec running `args` with `sealed` as a file secret volume at /etc/x.
+    let with_file = |name: &str, sealed: String, args: &[&str]| {
+        let f = shared(&pod).join(name);
+        std::fs::write(&f, sealed).unwrap();
+        let mut spec = pod.spec(args);
+        spec["Mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(bind("/etc/x", &f));
+        spec
+    };
     // A file secret that cannot be unsealed names the file.
-    let f = shared(&pod).join("bad-file");
-    std::fs::write(&f, seal("kbs:///default/secret/denied", KEY, 1)).unwrap();
-    let mut spec = pod.spec(&["true"]);
-    spec["Mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(bind("/etc/x", &f));
+    let spec = with_file(
+        "bad-file",
+        seal("kbs:///default/secret/denied", KEY, 1),
+        &["true"],
+    );
     let err = create_fails(&pod, "file", spec, "bad-file");
     assert!(err.contains("denied"), "{err}");
-
     // A failure after the tmpfs was mounted (libcontainer refuses the program) unmounts it.
-    let good = shared(&pod).join("good-file");
-    std::fs::write(&good, seal("kbs:///default/secret/file", KEY, 1)).unwrap();
-    let mut spec = pod.spec(&["/bin/no-such-program"]);
-    spec["Mounts"]
-        .as_array_mut()
-        .unwrap()
-        .push(bind("/etc/x", &good));
+    let sealed = seal("kbs:///default/secret/file", KEY, 1);
+    let spec = with_file("good-file", sealed, &["/bin/no-such-program"]);
     create_fails(&pod, "late", spec, "no-such-program");
 
     // KBS faults: 500, tampered JWE, slow past the deadline.
