@@ -1,7 +1,19 @@
-//! Pulling OCI images inside the guest.
-//!
-//! This crate will own the registry client, ocicrypt layer decryption (JWE and CoCo
-//! key-provider annotations, `AES_256_CTR_HMAC_SHA256`), decompression, digest
-//! verification of every blob before anything becomes visible, and tar unpacking with
-//! overlay whiteouts into a rootfs. It asks for layer keys through a small trait that the
-//! agent implements with the KBS client; it knows neither the agent nor the KBS.
+//! Pulling OCI images inside the guest: this crate owns ocicrypt layer-key unwrapping
+//! (JWE recipients and CoCo key-provider annotation packets), `AES_256_CTR_HMAC_SHA256`
+//! decryption, decompression, digest verification of every blob, and safe tar unpacking
+//! with overlayfs whiteouts, as one streaming pipeline per layer that exposes a layer
+//! only after everything verified. It asks for keys through [`KeyProvider`], which the
+//! agent implements with its KBS session; it knows neither the agent nor the KBS. (The
+//! registry client is to come.)
+
+mod error;
+mod keys;
+pub mod ocicrypt;
+mod pipeline;
+pub mod spec;
+mod unpack;
+
+pub use error::{BoxError, Failure, LayerError};
+pub use keys::{DecryptionKey, KeyParseError, KeyProvider, NoKeys, StaticKeys};
+pub use pipeline::{parse_media_type, unpack_layer, Compression, LayerDescriptor, LayerStats};
+pub use unpack::UnpackOptions;
