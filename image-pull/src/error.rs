@@ -58,14 +58,6 @@ pub enum Failure {
     /// The ciphertext's HMAC is not the one in the public options.
     #[error("HMAC mismatch")]
     Hmac,
-    /// The decrypted blob's digest is not the one in the private options.
-    #[error("decrypted digest mismatch: want {want} got {got}")]
-    DecryptedDigest {
-        /// Private options digest.
-        want: String,
-        /// Computed digest.
-        got: String,
-    },
     /// The uncompressed tar's digest is not the config's `diff_id`.
     #[error("diff_id mismatch: want {want} got {got}")]
     DiffId {

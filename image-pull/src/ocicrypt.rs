@@ -3,7 +3,8 @@
 //!
 //! Private options are `{"symkey":"<b64>","cipheroptions":{"nonce":"<b64>"},
 //! "digest":"sha256:.."}` (Go marshals `[]byte` as standard base64); `digest` is the
-//! digest of the unencrypted blob. Public options are
+//! digest of the blob before encryption as the encrypting tool saw it (skopeo records
+//! the source blob's, even when it compresses first), so it is informational only. Public options are
 //! `{"cipher":"AES_256_CTR_HMAC_SHA256","hmac":"<b64>","cipheroptions":{}}`.
 
 use std::collections::BTreeMap;
@@ -38,7 +39,7 @@ pub struct LayerKey {
     pub symkey: Zeroizing<[u8; 32]>,
     /// Initial 128-bit big-endian CTR counter block.
     pub nonce: [u8; 16],
-    /// Digest of the unencrypted blob (from the private options).
+    /// The private options' `digest` (informational, see the module doc).
     pub digest: String,
     /// Expected HMAC-SHA256 of the ciphertext (from the public options).
     pub hmac: [u8; 32],

@@ -1,5 +1,5 @@
 //! One layer, streaming: blob → sha256 (blob digest) → [AES-256-CTR + HMAC-SHA256] →
-//! sha256 (decrypted digest) → [gunzip | zstd] → sha256 (`diff_id`) → tar unpack into
+//! count → [gunzip | zstd] → sha256 (`diff_id`) → tar unpack into
 //! a staging directory, renamed into place only when every check passed.
 
 use std::collections::BTreeMap;
@@ -297,10 +297,6 @@ pub fn unpack_layer(
     } else {
         None
     };
-    let want_plain = match &key {
-        Some(k) if !k.digest.is_empty() => Some(Want::parse(&k.digest).map_err(err)?),
-        _ => None,
-    };
     let staging = staging_path(dest).map_err(err)?;
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -320,7 +316,6 @@ pub fn unpack_layer(
         compression,
         key.as_ref(),
         &want_blob,
-        want_plain.as_ref(),
         &want_diff,
         blob,
         &staging,
@@ -367,7 +362,6 @@ fn run(
     compression: Compression,
     key: Option<&LayerKey>,
     want_blob: &Want,
-    want_plain: Option<&Want>,
     want_diff: &Want,
     blob: impl Read,
     staging: &Path,
@@ -384,8 +378,10 @@ fn run(
         Some(k) => Stage::Encrypted(Decrypt::new(&mut blob_hash, k)?),
         None => Stage::Plain(&mut blob_hash),
     };
-    let plain_want = want_plain.cloned().unwrap_or_else(|| want_blob.clone());
-    let mut plain_hash = HashReader::new(&mut stage, &plain_want);
+    // Counts what comes out of decryption. (The private options' `digest` is not
+    // checked: skopeo records the source blob's digest there even when it compresses
+    // the layer before encrypting; the HMAC and diff_id authenticate instead.)
+    let mut plain_hash = HashReader::new(&mut stage, want_blob);
     let unpacked: Result<(u64, u64), Failure> = (|| {
         let decompressed: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(&mut plain_hash),
@@ -410,7 +406,6 @@ fn run(
     // Read the rest of the blob through decryption and hashes, so that a corrupt blob
     // is reported as what it is, not as the decompression error it caused.
     let drained = drain(&mut plain_hash);
-    let plain_digest = plain_hash.digest();
     let hmac_ok = match &mut stage {
         Stage::Encrypted(d) => d.verify(),
         Stage::Plain(_) => true,
@@ -438,14 +433,6 @@ fn run(
     }
     if !hmac_ok {
         return Err(Failure::Hmac);
-    }
-    if let Some(w) = want_plain {
-        if plain_digest != w.text {
-            return Err(Failure::DecryptedDigest {
-                want: w.text.clone(),
-                got: plain_digest,
-            });
-        }
     }
     let (entries, tar_bytes) = unpacked?;
     Ok(LayerStats {
