@@ -402,6 +402,20 @@ fn unsealing_failures_fail_create_and_leave_nothing() {
     // ...and recovers.
     pod.create("ok", with_env(fresh()));
     pod.ok("RemoveContainer", json!({"container_id": "ok"}));
+    let metrics = pod.ok("GetMetrics", json!({}))["metrics"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for line in [
+        "coco_kbs_resource_denials_total{resource=\"default/secret/denied\",reason=\"denied\"} 2",
+        // The verification key is fetched first, so the KBS faults hit it.
+        "coco_kbs_resource_denials_total{resource=\"default/sealed-key/1\",reason=\"deadline\"} 1",
+        "coco_kbs_resource_denials_total{resource=\"default/sealed-key/1\",reason=\"http_5xx\"} 1",
+        "coco_kbs_resource_denials_total{resource=\"default/sealed-key/1\",reason=\"decrypt\"} 1",
+        "coco_kbs_resource_releases_total{resource=\"default/secret/file\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
     let log = pod.agent_log();
     assert!(!log.contains("env-plaintext"), "{log}");
 }
