@@ -544,3 +544,19 @@ fn whiteouts_devices_owners() {
 fn rustix_makedev(major: u64, minor: u64) -> u64 {
     (major << 8) | minor
 }
+
+#[test]
+fn xattrs_the_filesystem_refuses_are_errors() {
+    // user.* xattrs are not allowed on symlinks: a clear error, never a silent skip.
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tar_of(|b| {
+        b.append_pax_extensions([("SCHILY.xattr.user.x", &b"1"[..])])
+            .unwrap();
+        raw_entry(b, "l", tar::EntryType::Symlink, "target", b"", 0o777);
+    });
+    let desc = descriptor(spec::MEDIA_TYPE_TAR, &tar, BTreeMap::new());
+    expect_err(
+        pull(tmp.path(), &desc, &sha256(&tar), &tar, &NoKeys),
+        "xattr user.x on \"l\" unsupported here",
+    );
+}
