@@ -342,7 +342,7 @@ pub fn unpack_layer(
         Ok(stats) => Ok(stats),
         Err(failure) => {
             // Nothing of a failed layer stays; if even this fails, say so too.
-            if let Err(e) = std::fs::remove_dir_all(&staging) {
+            if let Err(e) = force_remove(&staging) {
                 if e.kind() != io::ErrorKind::NotFound {
                     return Err(err(Failure::io(
                         "removing staging dir (after the failure below) of",
@@ -354,6 +354,28 @@ pub fn unpack_layer(
             Err(err(failure))
         }
     }
+}
+
+/// Removes a staging tree, making its directories writable first where a layer's
+/// read-only directory modes (applied at the end of unpacking) would stop an
+/// unprivileged remove. Never follows symlinks.
+fn force_remove(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    fn open_up(p: &Path) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(p)?;
+        if meta.is_dir() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+            for entry in std::fs::read_dir(p)? {
+                open_up(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+    open_up(path)?;
+    std::fs::remove_dir_all(path)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -560,3 +560,128 @@ fn xattrs_the_filesystem_refuses_are_errors() {
         "xattr user.x on \"l\" unsupported here",
     );
 }
+
+#[test]
+fn key_formats_and_media_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let rsa = d.join("rsa.pem");
+    run(std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&rsa)
+        .arg("2048"));
+    let ec = d.join("ec.pem");
+    run(std::process::Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&ec));
+    let forms: Vec<(&str, Vec<&str>, &std::path::Path)> = vec![
+        ("RSA", vec!["pkey", "-in"], &rsa), // PKCS#8 PEM
+        ("RSA", vec!["pkey", "-outform", "DER", "-in"], &rsa), // PKCS#8 DER
+        ("RSA", vec!["rsa", "-traditional", "-in"], &rsa), // PKCS#1 PEM
+        (
+            "RSA",
+            vec!["rsa", "-traditional", "-outform", "DER", "-in"],
+            &rsa,
+        ), // PKCS#1 DER
+        ("P-256", vec!["ec", "-in"], &ec),  // SEC1 PEM
+        ("P-256", vec!["ec", "-outform", "DER", "-in"], &ec), // SEC1 DER
+        ("P-256", vec!["pkey", "-in"], &ec), // PKCS#8 PEM
+        ("P-256", vec!["pkey", "-outform", "DER", "-in"], &ec), // PKCS#8 DER
+    ];
+    for (kind, args, path) in forms {
+        let bytes = run(std::process::Command::new("openssl").args(&args).arg(path));
+        let k = cocoon_image_pull::DecryptionKey::from_pem_or_der(&bytes)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(k.kind(), kind, "{args:?}");
+    }
+    assert!(cocoon_image_pull::DecryptionKey::from_pem_or_der(b"not a key").is_err());
+    // P-384 is refused, not misread.
+    let p384 = run(std::process::Command::new("openssl").args([
+        "ecparam",
+        "-name",
+        "secp384r1",
+        "-genkey",
+        "-noout",
+    ]));
+    assert!(cocoon_image_pull::DecryptionKey::from_pem_or_der(&p384).is_err());
+
+    use cocoon_image_pull::{parse_media_type, Compression::*};
+    for (mt, want) in [
+        (
+            "application/vnd.oci.image.layer.v1.tar",
+            Some((None, false)),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            Some((Gzip, false)),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            Some((Zstd, false)),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+encrypted",
+            Some((None, true)),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+            Some((Gzip, true)),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+zstd+encrypted",
+            Some((Zstd, true)),
+        ),
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip+encrypted",
+            Some((Gzip, true)),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Some((Gzip, false)),
+        ),
+        (
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            Some((Gzip, false)),
+        ),
+        ("application/vnd.oci.image.layer.v1.tar+bzip2", Option::None),
+        (
+            "application/vnd.oci.image.layer.v1.tar+encrypted+gzip",
+            Option::None,
+        ),
+    ] {
+        assert_eq!(parse_media_type(mt), want, "{mt}");
+    }
+}
+
+#[test]
+fn failure_after_unpack_leaves_nothing_even_with_read_only_dirs() {
+    // diff_id is checked after the tar was fully unpacked and directory modes applied.
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tar_of(|b| {
+        raw_entry(b, "ro/", tar::EntryType::Directory, "", b"", 0o755);
+        file(b, "ro/f", b"x", 0o444);
+        raw_entry(b, "ro/", tar::EntryType::Directory, "", b"", 0o555);
+        raw_entry(b, "./", tar::EntryType::Directory, "", b"", 0o555);
+    });
+    let desc = descriptor(spec::MEDIA_TYPE_TAR, &tar, BTreeMap::new());
+    expect_err(
+        pull(tmp.path(), &desc, &sha256(b"other"), &tar, &NoKeys),
+        "diff_id mismatch",
+    );
+    // And the same layer with the right diff_id keeps the last mode of each directory.
+    let root = pull(tmp.path(), &desc, &sha256(&tar), &tar, &NoKeys).unwrap();
+    assert_eq!(
+        std::fs::metadata(root.join("ro")).unwrap().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o7777, 0o555);
+    std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
