@@ -42,7 +42,9 @@ OUT="$(cd "$OUT" && pwd)"
 KC="${KERNEL_CONFIG_BIN:-}"
 if [ -z "$KC" ]; then
     cargo build --quiet --manifest-path "$ROOT/Cargo.toml" -p kernel-config
-    KC="$ROOT/target/debug/kernel-config"
+    # Where cargo put it (CARGO_TARGET_DIR and cargo config honoured).
+    KC="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kernel-config"
 fi
 
 # 1. Base config.

@@ -15,8 +15,11 @@ TARGET=x86_64-unknown-linux-musl
 rustup target add "$TARGET" >/dev/null 2>&1 || true
 cargo build --release --target "$TARGET" -p cocoon-agent >/dev/null
 cargo build --release -p cocoon-agent --example startup_bench >/dev/null
-AGENT=target/$TARGET/release/cocoon-agent
-BENCH=target/release/examples/startup_bench
+# Where cargo puts binaries (CARGO_TARGET_DIR and cargo config honoured).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+AGENT=$TARGET_DIR/$TARGET/release/cocoon-agent
+BENCH=$TARGET_DIR/release/examples/startup_bench
 
 ours_size=$(stat -c %s "$AGENT")
 ours=$("$BENCH" "$AGENT" "$RUNS")

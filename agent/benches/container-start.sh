@@ -16,9 +16,12 @@ cd "$ROOT"
 [ -x /bin/busybox ] || { echo "container-start: needs /bin/busybox (apt-get install busybox-static)" >&2; exit 1; }
 
 cargo build --quiet --profile "$PROFILE" -p cocoon-agent -p cocoon-ctl
+# Where cargo puts binaries (CARGO_TARGET_DIR and cargo config honoured).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
-AGENT="$ROOT/target/$dir/cocoon-agent"
-CTL="$ROOT/target/$dir/cocoon-ctl"
+AGENT="$TARGET_DIR/$dir/cocoon-agent"
+CTL="$TARGET_DIR/$dir/cocoon-ctl"
 
 WORK=$(mktemp -d /tmp/cocoon-bench.XXXXXX)
 CGROUP="cocoon-bench-$$"

@@ -38,7 +38,7 @@ fn sample_only_when_asked() {
 fn parse_pretty_prints_a_recorded_snp_report() {
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/snp/trustee-test-report.bin"
+        "/../attester/tests/fixtures/snp/trustee-test-report.bin"
     );
     let out = attest(&["--parse", fixture]);
     assert!(out.status.success(), "{out:?}");

@@ -567,7 +567,9 @@ fn stats_update_and_oom_event() {
     pod.ok("StartContainer", json!({"container_id": "oom"}));
     let status = pod.wait("oom", "oom");
     if status != 128 + 9 {
-        eprintln!("SKIPPED OOM assertion: dd was not OOM-killed (status {status}; swap or no memory controller?)");
+        common::skip_or_fail(&format!(
+            "OOM assertion: dd was not OOM-killed (status {status}; swap or no memory controller?)"
+        ));
         return;
     }
     let event = waiter.join().unwrap().unwrap();
@@ -647,7 +649,7 @@ fn sigterm_tears_containers_down() {
 fn pure_cgroup_v2_as_in_the_guest() {
     require_pod!();
     let Some(pod) = Pod::new_v2() else {
-        eprintln!("SKIPPED: no cgroup2 hierarchy at /sys/fs/cgroup/unified");
+        common::skip_or_fail("no cgroup2 hierarchy at /sys/fs/cgroup/unified");
         return;
     };
     pod.run("v2", &["sh", "-c", "cat /proc/self/cgroup; sleep 1000"]);
@@ -683,14 +685,14 @@ fn loop_attach(image: &std::path::Path) -> Option<std::process::Output> {
     {
         Ok(out) if out.status.success() => Some(out),
         Ok(out) => {
-            eprintln!(
-                "SKIPPED: no loop device: {}",
+            common::skip_or_fail(&format!(
+                "no loop device: {}",
                 String::from_utf8_lossy(&out.stderr)
-            );
+            ));
             None
         }
         Err(e) => {
-            eprintln!("SKIPPED: losetup: {e} (apt-get install util-linux)");
+            common::skip_or_fail(&format!("losetup: {e} (apt-get install util-linux)"));
             None
         }
     }
@@ -719,7 +721,7 @@ fn block_device_rootfs_storage() {
         .arg("16M")
         .status();
     if !made.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: mkfs.ext4 -d failed (apt-get install e2fsprogs)");
+        common::skip_or_fail("mkfs.ext4 -d failed (apt-get install e2fsprogs)");
         return;
     }
     let Some(out) = loop_attach(&image) else {

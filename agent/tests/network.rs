@@ -20,7 +20,7 @@ impl NetAgent {
     /// None (with the reason printed) when this machine cannot do it.
     fn start() -> Option<NetAgent> {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("SKIPPED: network tests need root");
+            common::skip_or_fail("network tests need root");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -54,16 +54,16 @@ impl NetAgent {
             "peer0",
         ]);
         let Ok(added) = added else {
-            eprintln!(
-                "SKIPPED: network tests need nsenter and ip (apt-get install util-linux iproute2)"
+            common::skip_or_fail(
+                "network tests need nsenter and ip (apt-get install util-linux iproute2)",
             );
             return None;
         };
         if !added.status.success() {
-            eprintln!(
-                "SKIPPED: cannot add a veth link: {}",
+            common::skip_or_fail(&format!(
+                "cannot add a veth link: {}",
                 String::from_utf8_lossy(&added.stderr)
-            );
+            ));
             return None;
         }
         Some(me)

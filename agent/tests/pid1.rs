@@ -57,7 +57,7 @@ fn nsenter(pid: u32, flags: &[&str], cmd: &[&str]) -> String {
 #[test]
 fn agent_as_pid1_mounts_reaps_and_powers_off() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the PID-1 test needs root (namespaces and mounts)");
+        common::skip_or_fail("the PID-1 test needs root (namespaces and mounts)");
         return;
     }
     let host_mounts_before = mounts("self");

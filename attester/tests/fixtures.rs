@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
-//! Every fixture in `shared/fixtures/{snp,tdx}`: recorded on real hardware by upstream
-//! projects (see `shared/fixtures/PROVENANCE.md`). Known values are cross-checked against
+//! Every fixture in `tests/fixtures/{snp,tdx}`: recorded on real hardware by upstream
+//! projects (see `tests/fixtures/PROVENANCE.md`). Known values are cross-checked against
 //! independent sources: the VCEK certificate's extensions, and the expectations in upstream
 //! tests (Trustee `deps/verifier/src/tdx/claims.rs`, guest-components
 //! `attestation-agent/attester/src/tdx/report.rs`).
@@ -16,7 +16,7 @@ use sev::firmware::guest::AttestationReport;
 use x509_cert::der::asn1::{OctetString, Uint};
 use x509_cert::der::Decode;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path = Path::new(FIXTURES).join(rel);

@@ -19,7 +19,7 @@ use sev::certs::snp::Certificate;
 use sev::firmware::guest::AttestationReport;
 use sev::firmware::host::{CertTableEntry, CertType};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(Path::new(FIXTURES).join(rel)).unwrap()

@@ -11,7 +11,7 @@ use cocoon_attester::snp::SnpEvidence;
 use cocoon_attester::tsm::{TsmError, TsmReport};
 use nix::sys::stat::Mode;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(Path::new(FIXTURES).join(rel)).unwrap()

@@ -20,14 +20,17 @@ BUILD="${COCOON_BUILD_DIR:-$ROOT/build}"
 # shellcheck disable=SC1091
 . "$BUILD/kernel/env"
 cd "$ROOT"
+# Where cargo puts binaries (CARGO_TARGET_DIR and cargo config honoured).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 if [ -z "${COCOON_AGENT:-}" ]; then
     cargo build --quiet --release --target x86_64-unknown-linux-musl -p cocoon-agent
-    COCOON_AGENT="$ROOT/target/x86_64-unknown-linux-musl/release/cocoon-agent"
+    COCOON_AGENT="$TARGET_DIR/x86_64-unknown-linux-musl/release/cocoon-agent"
 fi
 cargo build --quiet --release -p rootfs-builder -p kernel-config
-RB="$ROOT/target/release/rootfs-builder"
-mapfile -t MODS < <("$ROOT/target/release/kernel-config" modules --config "$KERNEL_CONFIG")
+RB="$TARGET_DIR/release/rootfs-builder"
+mapfile -t MODS < <("$TARGET_DIR/release/kernel-config" modules --config "$KERNEL_CONFIG")
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cocoon-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 

@@ -67,18 +67,21 @@ trap 'exit 130' INT TERM
 
 # --- build ------------------------------------------------------------------------------
 cd "$ROOT"
+# Where cargo puts binaries (CARGO_TARGET_DIR and cargo config honoured).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -z "${COCOON_AGENT:-}" ]; then
     log "building cocoon-agent (release, musl)"
     cargo build --quiet --release --target x86_64-unknown-linux-musl -p cocoon-agent
-    COCOON_AGENT="$ROOT/target/x86_64-unknown-linux-musl/release/cocoon-agent"
+    COCOON_AGENT="$TARGET_DIR/x86_64-unknown-linux-musl/release/cocoon-agent"
 fi
 if [ -z "${COCOON_CTL:-}" ]; then
     log "building cocoon-ctl"
     cargo build --quiet -p cocoon-ctl
-    COCOON_CTL="$ROOT/target/debug/cocoon-ctl"
+    COCOON_CTL="$TARGET_DIR/debug/cocoon-ctl"
 fi
 cargo build --quiet -p rootfs-builder
-RB="$ROOT/target/debug/rootfs-builder"
+RB="$TARGET_DIR/debug/rootfs-builder"
 
 log "building the initrd (kernel $KERNEL_VERSION)"
 "$RB" initrd --agent "$COCOON_AGENT" --kernel-modules "$KERNEL_MODULES" \

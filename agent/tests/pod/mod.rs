@@ -29,7 +29,7 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! require_pod {
     () => {
         if let Some(reason) = crate::pod::skip_reason() {
-            eprintln!("SKIPPED: {reason}");
+            crate::common::skip_or_fail(&reason);
             return;
         }
     };
