@@ -31,7 +31,10 @@ fn main() -> ExitCode {
             &UnpackOptions::default(),
         )?;
         let status = std::fs::read_to_string("/proc/self/status")?;
-        let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap_or("VmHWM: ?");
         println!("{stats:?} in {:.2}s; {hwm}", t.elapsed().as_secs_f64());
         Ok(())
     };
