@@ -16,6 +16,9 @@ PACKAGES=(
     iproute2        # ip: the network RPC tests (veth in a private netns)
     e2fsprogs       # mkfs.ext4 -d: a container rootfs on a block device
     python3         # small helpers in scripts
+    docker-registry # image-pull registry tests: a real registry on 127.0.0.1
+    skopeo          # image-pull tests: push (and encrypt) test images
+    apache2-utils   # htpasswd -B: bcrypt users for the basic-auth registry test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

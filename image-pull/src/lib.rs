@@ -4,12 +4,13 @@
 //! with overlayfs whiteouts, as one streaming pipeline per layer that exposes a layer
 //! only after everything verified. It asks for keys through [`KeyProvider`], which the
 //! agent implements with its KBS session; it knows neither the agent nor the KBS. (The
-//! registry client is to come.)
+//! registry client is [`registry`]: oci-client behind the [`registry::Registry`] trait.)
 
 mod error;
 mod keys;
 pub mod ocicrypt;
 mod pipeline;
+pub mod registry;
 pub mod spec;
 mod unpack;
 
