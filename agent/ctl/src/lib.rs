@@ -7,7 +7,9 @@
 //! `grpc.AgentService` or `grpc.Health` method by name, with its request as JSON and its
 //! response printed as JSON. Requests are built from the protocol's descriptors, so
 //! every RPC works without a hand-written table. [`secret`] makes CoCo sealed secrets
-//! (keygen, seal, inspect, verify) in the format of upstream's `secret` tool.
+//! (keygen, seal, inspect, verify) in the format of upstream's `secret` tool; [`image`]
+//! encrypts OCI images for the guest (`image encrypt`) and speaks ocicrypt's key-provider
+//! protocol (`keyprovider`), writing CoCo annotation packets as upstream's coco_keyprovider.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use ttrpc::r#async::Client;
 
 use cocoon_protocols::wire;
 
+pub mod image;
 pub mod run;
 pub mod secret;
 

@@ -61,6 +61,27 @@ enum CtlCommand {
         #[command(subcommand)]
         command: cocoon_ctl::secret::SecretCommand,
     },
+    /// Encrypted images for Cocoon/CoCo: encrypt an OCI layout, make a KEK.
+    Image {
+        #[command(subcommand)]
+        command: cocoon_ctl::image::ImageCommand,
+    },
+    /// An ocicrypt key provider (`cmd` protocol: one JSON request on stdin, the answer on
+    /// stdout) that wraps layer keys under a KEK as CoCo annotation packets. ocicrypt.conf:
+    /// `{"key-providers":{"attestation-agent":{"cmd":{"path":"/usr/bin/cocoon-ctl","args":["keyprovider"]}}}}`,
+    /// then `--encryption-key provider:attestation-agent:keyid=kbs:///default/key/1::keypath=/path/kek`.
+    Keyprovider {
+        /// The provider's name in ocicrypt.conf (the `Parameters` key, the annotation suffix).
+        #[arg(long, default_value = cocoon_ctl::image::spec::DEFAULT_PROVIDER_NAME)]
+        provider_name: String,
+        /// A KEK for `keyunwrap` requests whose parameters name no `keypath` (testing).
+        #[arg(long)]
+        kek: Option<std::path::PathBuf>,
+        /// How the answer writes bytes: base64 strings (Go's ocicrypt) or integer arrays
+        /// (ocicrypt-rs).
+        #[arg(long, value_enum, default_value_t = cocoon_ctl::image::keyprovider::ByteEncoding::Base64)]
+        byte_encoding: cocoon_ctl::image::keyprovider::ByteEncoding,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,8 +92,23 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(CtlCommand::Secret { command }) = &cli.command {
-        return Ok(cocoon_ctl::secret::run(command)?);
+    match &cli.command {
+        Some(CtlCommand::Secret { command }) => return Ok(cocoon_ctl::secret::run(command)?),
+        Some(CtlCommand::Image { command }) => return Ok(cocoon_ctl::image::run(command)?),
+        Some(CtlCommand::Keyprovider {
+            provider_name,
+            kek,
+            byte_encoding,
+        }) => {
+            return Ok(cocoon_ctl::image::run_keyprovider(
+                &cocoon_ctl::image::keyprovider::KeyProviderOptions {
+                    provider_name: provider_name.clone(),
+                    kek: kek.clone(),
+                    encoding: *byte_encoding,
+                },
+            )?)
+        }
+        _ => {}
     }
     let addr: Address = cli
         .server_address
