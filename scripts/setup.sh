@@ -19,6 +19,7 @@ PACKAGES=(
     docker-registry # image-pull registry tests: a real registry on 127.0.0.1
     skopeo          # image-pull tests: push (and encrypt) test images
     apache2-utils   # htpasswd -B: bcrypt users for the basic-auth registry test
+    umoci           # image-pull: the rootfs we unpack is compared with `umoci unpack`
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

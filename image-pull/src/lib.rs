@@ -4,9 +4,11 @@
 //! with overlayfs whiteouts, as one streaming pipeline per layer that exposes a layer
 //! only after everything verified. It asks for keys through [`KeyProvider`], which the
 //! agent implements with its KBS session; it knows neither the agent nor the KBS. (The
-//! registry client is [`registry`]: oci-client behind the [`registry::Registry`] trait.)
+//! registry client is [`registry`]: oci-client behind the [`registry::Registry`] trait;
+//! [`image`] pulls whole images, layers in parallel, into a store keyed by `diff_id`.)
 
 mod error;
+pub mod image;
 mod keys;
 pub mod ocicrypt;
 mod pipeline;
@@ -15,6 +17,9 @@ pub mod spec;
 mod unpack;
 
 pub use error::{BoxError, Failure, LayerError};
+pub use image::{
+    ImagePuller, LayerStore, ProcessDefaults, PullError, PullOptions, PullStats, PulledImage,
+};
 pub use keys::{DecryptionKey, KeyParseError, KeyProvider, NoKeys, StaticKeys};
 pub use pipeline::{parse_media_type, unpack_layer, Compression, LayerDescriptor, LayerStats};
 pub use unpack::UnpackOptions;

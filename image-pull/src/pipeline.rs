@@ -359,7 +359,7 @@ pub fn unpack_layer(
 /// Removes a staging tree, making its directories writable first where a layer's
 /// read-only directory modes (applied at the end of unpacking) would stop an
 /// unprivileged remove. Never follows symlinks.
-fn force_remove(path: &Path) -> io::Result<()> {
+pub(crate) fn force_remove(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if std::fs::remove_dir_all(path).is_ok() {
         return Ok(());

@@ -2,97 +2,21 @@
 //! pushed with real `skopeo`. Skips (prints SKIPPED) without the tools, fails under CI=true.
 #![allow(clippy::unwrap_used)] // tests: a panic is a failure
 
+mod common;
+
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use cocoon_image_pull::registry::{
     AuthConfig, OciRegistry, RegistriesConf, Registry, RegistryError, RegistryOptions,
 };
+use common::registry::{digest_of, free_port, insecure_conf_text, skip, start_registry};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-fn skip(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required under CI: {why}");
-    }
-    println!("SKIPPED: {why}");
-    true
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-struct Reg {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Reg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry(htpasswd: Option<&str>) -> Reg {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut auth = String::new();
-    if let Some(line) = htpasswd {
-        let p = dir.path().join("htpasswd");
-        std::fs::write(&p, line).unwrap();
-        auth = format!(
-            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-            p.display()
-        );
-    }
-    let cfg = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
-        dir.path().join("data").display()
-    );
-    let cfg_path = dir.path().join("config.yml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reg = Reg {
-        child,
-        addr: addr.clone(),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reg
+    digest_of(b)
 }
 
 /// A tiny OCI layout: per platform one gzip layer, a config, a manifest; index.json lists
@@ -181,46 +105,16 @@ fn layout(arches: &[&str]) -> Layout {
     Layout { dir, images }
 }
 
-fn push(layout: &Path, dest: &str, creds: Option<&str>) {
-    let mut c = Command::new("skopeo");
-    c.args([
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        "--preserve-digests",
-    ]);
-    if let Some(cr) = creds {
-        c.args(["--dest-creds", cr]);
-    }
-    c.arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{dest}"));
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn push(dir: &Path, dest: &str, creds: Option<&str>) {
+    common::registry::push(dir, "v1", dest, creds, &[]);
 }
 
 fn insecure_conf(addrs: &[&str]) -> RegistriesConf {
-    let mut s = String::new();
-    for a in addrs {
-        s.push_str(&format!(
-            "[[registry]]\nlocation = \"{a}\"\ninsecure = true\n"
-        ));
-    }
-    RegistriesConf::parse(&s).unwrap()
+    RegistriesConf::parse(&insecure_conf_text(addrs)).unwrap()
 }
 
 fn tools() -> bool {
-    for t in ["docker-registry", "skopeo"] {
-        if !have(t) {
-            return !skip(&format!(
-                "{t} not installed (apt-get install docker-registry skopeo)"
-            ));
-        }
-    }
-    true
+    common::registry::tools(&[])
 }
 
 async fn stream_digest(

@@ -2,6 +2,8 @@
 //! AES-CTR, HMAC and RSA-OAEP), key generation.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,240 @@
+//! A real Debian `docker-registry` on 127.0.0.1 (a free port), OCI layouts written by
+//! hand, pushed (and encrypted) with real `skopeo`. Dependencies: std, serde_json, sha2,
+//! hex, tempfile — so other crates' tests can include this file with `#[path]`.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+/// Prints SKIPPED and returns true, or panics under CI=true / COCOON_REQUIRE_ALL=1.
+pub fn skip(why: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("COCOON_REQUIRE_ALL").as_deref() == Ok("1")
+    {
+        panic!("required under CI: {why}");
+    }
+    println!("SKIPPED: {why}");
+    true
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// True when docker-registry and skopeo (and `extra`) are there; else skips (or fails
+/// under CI).
+pub fn tools(extra: &[&str]) -> bool {
+    for t in ["docker-registry", "skopeo"].iter().chain(extra) {
+        if !have(t) {
+            return !skip(&format!("{t} not installed (scripts/setup.sh installs it)"));
+        }
+    }
+    true
+}
+
+pub fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+/// A running registry; killed on drop.
+pub struct Reg {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Reg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `docker-registry serve` on a free loopback port, with htpasswd auth when a
+/// line is given.
+pub fn start_registry(htpasswd: Option<&str>) -> Reg {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut auth = String::new();
+    if let Some(line) = htpasswd {
+        let p = dir.path().join("htpasswd");
+        std::fs::write(&p, line).unwrap();
+        auth = format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            p.display()
+        );
+    }
+    let cfg = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+        dir.path().join("data").display()
+    );
+    let cfg_path = dir.path().join("config.yml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = Reg {
+        child,
+        addr: addr.clone(),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reg
+}
+
+/// `skopeo copy [extra...] oci:<layout>:<tag> docker://<dest>` (plain HTTP, digests kept
+/// unless `extra` encrypts).
+pub fn push(layout: &Path, tag: &str, dest: &str, creds: Option<&str>, extra: &[&str]) {
+    let mut c = Command::new("skopeo");
+    c.args(["copy", "--all", "--dest-tls-verify=false"]);
+    if extra.is_empty() {
+        c.arg("--preserve-digests");
+    }
+    c.args(extra);
+    if let Some(cr) = creds {
+        c.args(["--dest-creds", cr]);
+    }
+    c.arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{dest}"));
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// registries.conf text marking these registries insecure (plain HTTP).
+pub fn insecure_conf_text(addrs: &[&str]) -> String {
+    let mut s = String::new();
+    for a in addrs {
+        s.push_str(&format!(
+            "[[registry]]\nlocation = \"{a}\"\ninsecure = true\n"
+        ));
+    }
+    s
+}
+
+/// One layer of a hand-written image: the blob as stored, its media type and the
+/// uncompressed tar's digest.
+pub struct LayerBlob {
+    pub media_type: String,
+    pub blob: Vec<u8>,
+    pub diff_id: String,
+}
+
+impl LayerBlob {
+    pub fn gzip(tar: &[u8]) -> LayerBlob {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        LayerBlob {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            blob: gz.finish().unwrap(),
+            diff_id: digest_of(tar),
+        }
+    }
+    pub fn zstd(tar: &[u8]) -> LayerBlob {
+        LayerBlob {
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+            blob: zstd::encode_all(tar, 3).unwrap(),
+            diff_id: digest_of(tar),
+        }
+    }
+    pub fn plain(tar: &[u8]) -> LayerBlob {
+        LayerBlob {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            blob: tar.to_vec(),
+            diff_id: digest_of(tar),
+        }
+    }
+}
+
+/// An OCI image layout directory with one image tagged `tag`.
+pub struct Layout {
+    pub dir: tempfile::TempDir,
+    pub manifest_digest: String,
+    pub config: serde_json::Value,
+}
+
+impl Layout {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn write_blob(dir: &Path, b: &[u8]) -> String {
+    let d = digest_of(b);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), b).unwrap();
+    d
+}
+
+/// Writes an OCI layout holding one linux/amd64 image of `layers` (bottom first) with
+/// `process` as the config's `config` object.
+pub fn layout(tag: &str, layers: &[LayerBlob], process: serde_json::Value) -> Layout {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": process,
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}
+    });
+    let cbytes = config.to_string();
+    let cd = write_blob(&root, cbytes.as_bytes());
+    let descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": l.media_type, "digest": write_blob(&root, &l.blob), "size": l.blob.len()
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cbytes.len()},
+        "layers": descs,
+    })
+    .to_string();
+    let md = write_blob(&root, manifest.as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}
+    }]})
+    .to_string();
+    std::fs::write(root.join("index.json"), index).unwrap();
+    Layout {
+        dir,
+        manifest_digest: md,
+        config,
+    }
+}
