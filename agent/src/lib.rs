@@ -25,6 +25,7 @@ pub mod namespaces;
 pub mod network;
 pub mod oci;
 pub mod paths;
+pub mod policy;
 pub mod process;
 pub mod reaper;
 pub mod rpc;

@@ -1,0 +1,510 @@
+//! The Kata agent policy: Rego (package `agent_policy`) evaluated in-process with
+//! `regorus`, in upstream kata-agent's format, so policies made by Kata's `genpolicy`
+//! work unchanged.
+//!
+//! - Every request is checked before it acts, by the rule named like its message
+//!   (`CreateContainerRequest`, `ReadStreamRequest`, ...), with the request as `input`
+//!   in upstream's JSON shape ([`input`]).
+//! - A rule gives a bool, or `{"allowed": bool, "ops": [...]}` where `ops` is a JSON patch
+//!   applied to `data` (upstream keeps the policy's state under `data.pstate`) when the
+//!   request is allowed.
+//! - A denial carries the policy's `print` output: `"<Request> is blocked by policy:
+//!   <prints>"`. Anything that goes wrong while evaluating is a denial too, never an allow
+//!   (unless the policy itself sets upstream's debugging switch
+//!   `AllowRequestsFailingPolicy`).
+//! - `SetPolicy` is checked by the current policy, and the new one replaces it only once
+//!   it has loaded: atomically, under the same lock, so no request sees a half-set policy.
+//!
+//! Which policy applies at start-up ([`Policy::startup`]): the file named by
+//! `agent.policy_file` / `policy_file` / `KATA_AGENT_POLICY_FILE`; else, in a confidential
+//! guest, the built-in `default.rego`; else (no TEE: development) allow-all. A file that
+//! does not load is fatal.
+
+pub mod input;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use protobuf::MessageFull;
+use regorus::Engine;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use input::{FileType, InputError, PolicyCopyFileRequest};
+
+/// The built-in policy of a confidential guest.
+pub const DEFAULT_CONFIDENTIAL: &str = include_str!("default.rego");
+
+/// Environment variable that applies the confidential default without a TEE (tests
+/// only). It can only make the agent stricter.
+pub const ENV_FORCE_CONFIDENTIAL: &str = "COCOON_POLICY_CONFIDENTIAL";
+
+/// Generated policies are large (genpolicy's rules plus the pod's data, long env
+/// values on one line): regorus' defaults (1024 columns, 1 MiB, 20 000 lines) are too
+/// small for real ones.
+const MAX_COLUMNS: u32 = 64 * 1024;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+const MAX_LINES: usize = 200_000;
+
+/// Every method of `grpc.AgentService` and the rule that checks it: its request
+/// message's name (ReadStdout and ReadStderr share `ReadStreamRequest`).
+pub const METHODS: &[(&str, &str)] = &[
+    ("CreateContainer", "CreateContainerRequest"),
+    ("StartContainer", "StartContainerRequest"),
+    ("RemoveContainer", "RemoveContainerRequest"),
+    ("ExecProcess", "ExecProcessRequest"),
+    ("SignalProcess", "SignalProcessRequest"),
+    ("WaitProcess", "WaitProcessRequest"),
+    ("UpdateContainer", "UpdateContainerRequest"),
+    ("UpdateEphemeralMounts", "UpdateEphemeralMountsRequest"),
+    ("StatsContainer", "StatsContainerRequest"),
+    ("PauseContainer", "PauseContainerRequest"),
+    ("ResumeContainer", "ResumeContainerRequest"),
+    (
+        "RemoveStaleVirtiofsShareMounts",
+        "RemoveStaleVirtiofsShareMountsRequest",
+    ),
+    ("GetDiagnosticData", "GetDiagnosticDataRequest"),
+    ("WriteStdin", "WriteStreamRequest"),
+    ("ReadStdout", "ReadStreamRequest"),
+    ("ReadStderr", "ReadStreamRequest"),
+    ("CloseStdin", "CloseStdinRequest"),
+    ("TtyWinResize", "TtyWinResizeRequest"),
+    ("UpdateInterface", "UpdateInterfaceRequest"),
+    ("UpdateRoutes", "UpdateRoutesRequest"),
+    ("ListInterfaces", "ListInterfacesRequest"),
+    ("ListRoutes", "ListRoutesRequest"),
+    ("AddARPNeighbors", "AddARPNeighborsRequest"),
+    ("GetIPTables", "GetIPTablesRequest"),
+    ("SetIPTables", "SetIPTablesRequest"),
+    ("GetMetrics", "GetMetricsRequest"),
+    ("MemAgentMemcgSet", "MemAgentMemcgConfig"),
+    ("MemAgentCompactSet", "MemAgentCompactConfig"),
+    ("CreateSandbox", "CreateSandboxRequest"),
+    ("DestroySandbox", "DestroySandboxRequest"),
+    ("OnlineCPUMem", "OnlineCPUMemRequest"),
+    ("ReseedRandomDev", "ReseedRandomDevRequest"),
+    ("GetGuestDetails", "GuestDetailsRequest"),
+    ("MemHotplugByProbe", "MemHotplugByProbeRequest"),
+    ("SetGuestDateTime", "SetGuestDateTimeRequest"),
+    ("CopyFile", "CopyFileRequest"),
+    ("GetOOMEvent", "GetOOMEventRequest"),
+    ("AddSwap", "AddSwapRequest"),
+    ("AddSwapPath", "AddSwapPathRequest"),
+    ("GetVolumeStats", "VolumeStatsRequest"),
+    ("ResizeVolume", "ResizeVolumeRequest"),
+    ("SetPolicy", "SetPolicyRequest"),
+];
+
+/// The rule names: the distinct request messages of [`METHODS`].
+pub fn rule_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = METHODS.iter().map(|(_, rule)| *rule).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy {origin} does not load: {reason}")]
+    Load { origin: String, reason: String },
+}
+
+/// A request the policy did not allow. Its text is the ttrpc message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rule} is blocked by policy: {reason}")]
+pub struct Denied {
+    pub rule: String,
+    /// The policy's print output, or what went wrong evaluating it.
+    pub reason: String,
+}
+
+impl From<Denied> for ttrpc::Error {
+    fn from(d: Denied) -> Self {
+        crate::rpc::status(ttrpc::Code::PERMISSION_DENIED, d.to_string())
+    }
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policy's `print` output, joined by spaces (as upstream does).
+    pub prints: String,
+}
+
+/// A loaded policy: one engine with the rules and `data` (the state), behind a lock.
+struct Loaded {
+    engine: Engine,
+    origin: String,
+    /// Upstream's debugging switch: the policy's `AllowRequestsFailingPolicy` is true.
+    allow_failures: bool,
+}
+
+/// The agent's policy. Cheap to share (`Arc`); evaluations are serialised (the state
+/// changes with each allowed request that returns `ops`).
+pub struct Policy {
+    loaded: Mutex<Loaded>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("origin", &self.origin())
+            .finish()
+    }
+}
+
+/// Rego that allows every request (no TEE: development; upstream's `allow-all.rego`).
+pub fn allow_all_rego() -> String {
+    let mut text = String::from("package agent_policy\n\n");
+    for name in rule_names() {
+        text.push_str(&format!("default {name} := true\n"));
+    }
+    text
+}
+
+fn load_error(origin: &str, e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Load {
+        origin: origin.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl Loaded {
+    /// Parses `modules` (name, text) into a fresh engine with empty state, and makes sure
+    /// the result can be evaluated: a policy that cannot is refused now, not at the
+    /// first request.
+    fn new(origin: &str, modules: &[(&str, &str)]) -> Result<Loaded, PolicyError> {
+        let mut engine = Engine::new();
+        // Rego v1, regorus' default and so upstream's (genpolicy's rules import
+        // `future.keywords`, which v1 accepts).
+        engine.set_strict_builtin_errors(false);
+        engine.set_gather_prints(true);
+        let (Some(cols), Some(bytes), Some(lines)) = (
+            std::num::NonZeroU32::new(MAX_COLUMNS),
+            std::num::NonZeroUsize::new(MAX_BYTES),
+            std::num::NonZeroUsize::new(MAX_LINES),
+        ) else {
+            return Err(load_error(origin, "bad length limits"));
+        };
+        engine.set_policy_length_config(regorus::PolicyLengthConfig {
+            max_col: cols,
+            max_file_bytes: bytes,
+            max_lines: lines,
+        });
+        for (name, text) in modules {
+            let package = engine
+                .add_policy(name.to_string(), text.to_string())
+                .map_err(|e| load_error(origin, format!("{e:#}")))?;
+            if package != "data.agent_policy" {
+                return Err(load_error(
+                    origin,
+                    format!("package {package}: expected package agent_policy"),
+                ));
+            }
+        }
+        engine
+            .add_data(regorus::Value::from(serde_json::json!({ "pstate": {} })))
+            .map_err(|e| load_error(origin, format!("{e:#}")))?;
+        // Compiles the policy (a broken one fails here, not at the first request) and
+        // reads upstream's debugging switch; undefined is false.
+        let switch = engine
+            .eval_query(
+                "data.agent_policy.AllowRequestsFailingPolicy".to_string(),
+                false,
+            )
+            .map_err(|e| load_error(origin, format!("{e:#}")))?;
+        let _ = engine.take_prints();
+        let allow_failures = switch
+            .result
+            .first()
+            .and_then(|r| r.expressions.first())
+            .is_some_and(|e| e.value == regorus::Value::Bool(true));
+        let loaded = Loaded {
+            engine,
+            origin: origin.to_string(),
+            allow_failures,
+        };
+        Ok(loaded)
+    }
+
+    /// Evaluates `rule` on `input`; `Err` says what went wrong (a denial to callers).
+    fn eval(&mut self, rule: &str, input: Json) -> Result<Decision, String> {
+        self.engine.set_input(regorus::Value::from(input));
+        let result = self.engine.eval_rule(format!("data.agent_policy.{rule}"));
+        let prints = match self.engine.take_prints() {
+            Ok(p) => p.join(" "),
+            Err(e) => format!("(print output lost: {e})"),
+        };
+        let value = result.map_err(|e| join(format!("evaluating {rule}: {e:#}"), &prints))?;
+        let (allowed, ops) = match value {
+            regorus::Value::Bool(b) => (b, None),
+            regorus::Value::Undefined => {
+                return Err(join(format!("{rule} is undefined in the policy"), &prints))
+            }
+            regorus::Value::Object(_) => {
+                let json = serde_json::to_value(&value)
+                    .map_err(|e| join(format!("{rule}'s result: {e}"), &prints))?;
+                let allowed = json["allowed"].as_bool().ok_or_else(|| {
+                    join(format!("{rule}'s result has no boolean `allowed`"), &prints)
+                })?;
+                let ops = match &json["ops"] {
+                    Json::Null => None,
+                    ops => Some(
+                        serde_json::from_value::<json_patch::Patch>(ops.clone()).map_err(|e| {
+                            join(format!("{rule}'s ops are not a JSON patch: {e}"), &prints)
+                        })?,
+                    ),
+                };
+                (allowed, ops)
+            }
+            other => {
+                return Err(join(
+                    format!("{rule} gave {other}, not a bool or {{allowed, ops}}"),
+                    &prints,
+                ))
+            }
+        };
+        if allowed {
+            if let Some(ops) = ops.filter(|o| !o.0.is_empty()) {
+                self.apply(&ops)
+                    .map_err(|e| join(format!("applying {rule}'s ops: {e}"), &prints))?;
+            }
+        }
+        Ok(Decision { allowed, prints })
+    }
+
+    /// Applies a JSON patch to `data`: all of it or, on any error, nothing.
+    fn apply(&mut self, ops: &json_patch::Patch) -> Result<(), String> {
+        let mut data = serde_json::to_value(self.engine.get_data()).map_err(|e| e.to_string())?;
+        json_patch::patch(&mut data, ops).map_err(|e| e.to_string())?;
+        self.engine.clear_data();
+        self.engine
+            .add_data(regorus::Value::from(data))
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn join(what: String, prints: &str) -> String {
+    if prints.is_empty() {
+        what
+    } else {
+        format!("{what}; policy output: {prints}")
+    }
+}
+
+impl Policy {
+    /// A policy from Rego text (one module, package `agent_policy`).
+    pub fn from_rego(origin: &str, rego: &str) -> Result<Policy, PolicyError> {
+        Ok(Policy::wrap(Loaded::new(origin, &[(origin, rego)])?))
+    }
+
+    /// Reads a policy file.
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Policy::from_rego(&path.display().to_string(), &text)
+    }
+
+    /// Allows everything (no TEE).
+    pub fn allow_all() -> Result<Policy, PolicyError> {
+        Policy::from_rego("allow-all (no TEE)", &allow_all_rego())
+    }
+
+    /// The built-in confidential default, for an agent whose pod tree is `run_dir`
+    /// (`/run/kata-containers`).
+    pub fn confidential_default(run_dir: &Path) -> Result<Policy, PolicyError> {
+        let origin = "built-in confidential default";
+        let dir = run_dir
+            .to_str()
+            .ok_or_else(|| load_error(origin, format!("{} is not UTF-8", run_dir.display())))?;
+        let dir =
+            serde_json::to_string(dir.trim_end_matches('/')).map_err(|e| load_error(origin, e))?;
+        let paths = format!("package agent_policy\n\nkata_run_dir := {dir}\n");
+        Ok(Policy::wrap(Loaded::new(
+            origin,
+            &[
+                ("default.rego", DEFAULT_CONFIDENTIAL),
+                ("paths.rego", &paths),
+            ],
+        )?))
+    }
+
+    /// The start-up policy: `file` if given; else the confidential default when
+    /// `confidential`; else allow-all.
+    pub fn startup(
+        file: Option<&Path>,
+        confidential: bool,
+        run_dir: &Path,
+    ) -> Result<Policy, PolicyError> {
+        match file {
+            Some(path) => Policy::from_file(path),
+            None if confidential => Policy::confidential_default(run_dir),
+            None => Policy::allow_all(),
+        }
+    }
+
+    fn wrap(loaded: Loaded) -> Policy {
+        if loaded.allow_failures {
+            tracing::warn!(
+                policy = loaded.origin,
+                "policy: AllowRequestsFailingPolicy is set: denials are ignored"
+            );
+        }
+        Policy {
+            loaded: Mutex::new(loaded),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        // A panic while evaluating leaves the engine as it was before the request (the
+        // state changes only in `apply`, all at once): keep using it.
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where the policy in force came from.
+    pub fn origin(&self) -> String {
+        self.lock().origin.clone()
+    }
+
+    /// Evaluates `rule` on `input` as it is (tests, benchmarks, other front ends).
+    pub fn evaluate(&self, rule: &str, input: Json) -> Result<Decision, Denied> {
+        let mut loaded = self.lock();
+        decide(&mut loaded, rule, input)
+    }
+
+    /// Checks `input` against `rule`: `Ok` to go on, else why not.
+    pub fn check_input(&self, rule: &str, input: Json) -> Result<(), Denied> {
+        let d = self.evaluate(rule, input)?;
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(Denied {
+                rule: rule.to_string(),
+                reason: d.prints,
+            })
+        }
+    }
+
+    /// Checks a request by its message name, in upstream's JSON shape.
+    pub fn check<M: MessageFull + Serialize>(&self, req: &M) -> Result<(), Denied> {
+        let rule = input::rule_name::<M>();
+        let input = input::request(&rule, req).map_err(|e| Denied {
+            rule: rule.clone(),
+            reason: e.to_string(),
+        })?;
+        self.check_input(&rule, input)
+    }
+
+    /// CopyFile, checked as upstream's `PolicyCopyFileRequest`.
+    pub fn check_copy_file(
+        &self,
+        req: &cocoon_protocols::agent::CopyFileRequest,
+    ) -> Result<(), Denied> {
+        let rule = "CopyFileRequest";
+        let denied = |reason: String| Denied {
+            rule: rule.to_string(),
+            reason,
+        };
+        let p = PolicyCopyFileRequest::try_from(req).map_err(|e| denied(e.to_string()))?;
+        let input = serde_json::to_value(&p).map_err(|e| denied(e.to_string()))?;
+        self.check_input(rule, input)
+    }
+
+    /// SetPolicy: allowed by the policy in force, then the new policy replaces it whole
+    /// (with fresh state). A new policy that does not load leaves the old one in force.
+    pub fn set_policy(
+        &self,
+        req: &cocoon_protocols::agent::SetPolicyRequest,
+    ) -> Result<(), SetPolicyError> {
+        let rule = input::rule_name::<cocoon_protocols::agent::SetPolicyRequest>();
+        let input = input::request(&rule, req).map_err(|e| {
+            SetPolicyError::Denied(Denied {
+                rule: rule.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+        let mut loaded = self.lock();
+        let d = decide(&mut loaded, &rule, input).map_err(SetPolicyError::Denied)?;
+        if !d.allowed {
+            return Err(SetPolicyError::Denied(Denied {
+                rule,
+                reason: d.prints,
+            }));
+        }
+        let new = Loaded::new("SetPolicy", &[("SetPolicy", &req.policy)])
+            .map_err(SetPolicyError::Invalid)?;
+        if new.allow_failures {
+            tracing::warn!("policy: AllowRequestsFailingPolicy is set: denials are ignored");
+        }
+        *loaded = new;
+        tracing::info!("policy replaced by SetPolicy");
+        Ok(())
+    }
+}
+
+/// Evaluates, turning errors into denials (or allows, under `AllowRequestsFailingPolicy`).
+fn decide(loaded: &mut Loaded, rule: &str, input: Json) -> Result<Decision, Denied> {
+    match loaded.eval(rule, input) {
+        Ok(d) if !d.allowed && loaded.allow_failures => {
+            tracing::warn!(
+                rule,
+                "policy: ignoring a denial (AllowRequestsFailingPolicy)"
+            );
+            Ok(Decision {
+                allowed: true,
+                prints: d.prints,
+            })
+        }
+        Ok(d) => Ok(d),
+        Err(reason) if loaded.allow_failures => {
+            tracing::warn!(
+                rule,
+                reason,
+                "policy: ignoring an error (AllowRequestsFailingPolicy)"
+            );
+            Ok(Decision {
+                allowed: true,
+                prints: reason,
+            })
+        }
+        Err(reason) => Err(Denied {
+            rule: rule.to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Why SetPolicy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetPolicyError {
+    #[error(transparent)]
+    Denied(Denied),
+    #[error(transparent)]
+    Invalid(PolicyError),
+}
+
+impl From<SetPolicyError> for ttrpc::Error {
+    fn from(e: SetPolicyError) -> Self {
+        match e {
+            SetPolicyError::Denied(d) => d.into(),
+            SetPolicyError::Invalid(e) => {
+                crate::rpc::status(ttrpc::Code::INVALID_ARGUMENT, e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
