@@ -73,6 +73,8 @@ struct Store {
     src: PathBuf,
     dst: PathBuf,
     tmp_seq: u64,
+    /// Blobs this run wrote (removed again when the run fails).
+    created: Vec<PathBuf>,
 }
 
 fn blob_rel(digest: &str) -> Result<PathBuf, ImageError> {
@@ -154,6 +156,7 @@ impl Store {
             let t = tmp.0.as_deref().unwrap_or(Path::new(""));
             std::fs::write(t, bytes).map_err(|e| ImageError::io(t, e))?;
             persist(tmp, &path)?;
+            self.created.push(path);
         }
         Ok(digest)
     }
@@ -183,7 +186,9 @@ impl Store {
                 r.plain_digest
             )));
         }
-        persist(tmp, &self.dst.join(blob_rel(&r.digest)?))?;
+        let path = self.dst.join(blob_rel(&r.digest)?);
+        persist(tmp, &path)?;
+        self.created.push(path);
         Ok(r)
     }
 }
@@ -556,11 +561,27 @@ pub fn encrypt_layout(opts: &EncryptOptions) -> Result<EncryptReport, ImageError
             src: src.clone(),
             dst: dst.clone(),
             tmp_seq: 0,
+            created: Vec::new(),
         },
         done: BTreeMap::new(),
         report: EncryptReport::default(),
         replaced: BTreeSet::new(),
     };
+    let result = encrypt_entries(&mut enc, &index);
+    let new_index = match result {
+        Ok(i) => i,
+        Err(e) => {
+            for p in &enc.store.created {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
+    finish(enc, opts, &src, &dst, &layout_file, &index_path, new_index)
+}
+
+fn encrypt_entries(enc: &mut Encryptor<'_>, index: &Value) -> Result<Value, ImageError> {
+    let opts = enc.opts;
     let entries = index
         .get("manifests")
         .and_then(Value::as_array)
@@ -596,6 +617,18 @@ pub fn encrypt_layout(opts: &EncryptOptions) -> Result<EncryptReport, ImageError
     }
     let mut new_index = index.clone();
     new_index["manifests"] = Value::Array(new_entries);
+    Ok(new_index)
+}
+
+fn finish(
+    mut enc: Encryptor<'_>,
+    opts: &EncryptOptions,
+    src: &Path,
+    dst: &Path,
+    layout_file: &Path,
+    index_path: &Path,
+    new_index: Value,
+) -> Result<EncryptReport, ImageError> {
     let bytes = serde_json::to_vec(&new_index).map_err(|e| ImageError::Layout(e.to_string()))?;
     let mut report = std::mem::take(&mut enc.report);
     let store = enc.store;
@@ -608,10 +641,10 @@ pub fn encrypt_layout(opts: &EncryptOptions) -> Result<EncryptReport, ImageError
                 link_or_copy(&src.join(&rel), &to)?;
             }
         }
-        link_or_copy(&layout_file, &dst.join("oci-layout"))?;
+        link_or_copy(layout_file, &dst.join("oci-layout"))?;
         write_atomic(&dst.join("index.json"), &bytes)?;
     } else {
-        write_atomic(&index_path, &bytes)?;
+        write_atomic(index_path, &bytes)?;
         let keep = reachable(&store, &new_index)?;
         for digest in &enc.replaced {
             if keep.contains(digest) {
