@@ -308,3 +308,52 @@ fn refusals() {
     // keygen never overwrites.
     assert!(!ctl(&["image", "keygen", "-o", k]).status.success());
 }
+
+#[test]
+fn multi_arch_index_is_rewritten_bottom_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("img");
+    let amd = make_layout(&layout, "amd", false);
+    let arm = make_layout(&layout, "arm", false);
+    // index.json → an image index blob → two manifests.
+    let size = |d: &str| read_blob(&layout, d).len();
+    let index = serde_json::json!({"schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.manifest_digest,
+         "size": size(&amd.manifest_digest), "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.manifest_digest,
+         "size": size(&arm.manifest_digest), "platform": {"architecture": "arm64", "os": "linux"}},
+    ]});
+    let (xd, xs) = put_blob(&layout, &serde_json::to_vec(&index).unwrap());
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": xd, "size": xs,
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+
+    let (kek_path, kek) = keygen(dir.path(), "kek");
+    let report = encrypt(&[
+        "--kek",
+        kek_path.to_str().unwrap(),
+        "--kid",
+        KID,
+        &format!("oci:{}:multi", layout.display()),
+    ]);
+    assert_eq!(report["manifests"].as_array().unwrap().len(), 2);
+    let (nd, idx) = manifest_for(&layout, "multi");
+    assert_ne!(nd, xd);
+    assert!(!blob_path(&layout, &xd).exists());
+    for (entry, (img, arch)) in idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([(&amd, "amd64"), (&arm, "arm64")])
+    {
+        assert_eq!(entry["platform"]["architecture"], arch);
+        let d = entry["digest"].as_str().unwrap();
+        let bytes = read_blob(&layout, d);
+        assert_eq!(entry["size"].as_u64().unwrap(), bytes.len() as u64);
+        let m: Value = serde_json::from_slice(&bytes).unwrap();
+        check_layers(&layout, &m, img, &kek, dir.path());
+    }
+}
