@@ -43,6 +43,8 @@ pub mod keys {
     pub const AA_KBC_PARAMS: &str = "agent.aa_kbc_params";
     /// Cocoon's own: explicit opt-in to an attester (`sample` for no TEE).
     pub const ATTESTER: &str = "agent.attester";
+    /// The agent policy (Rego) to start with.
+    pub const POLICY_FILE: &str = "agent.policy_file";
     pub const CGROUP_NO_V1: &str = "cgroup_no_v1";
     pub const SYSTEMD_UNIFIED_CGROUP_HIERARCHY: &str = "systemd.unified_cgroup_hierarchy";
 
@@ -470,6 +472,7 @@ impl AgentConfig {
             CGROUP_NO_V1 => self.cgroup_no_v1 = string(CGROUP_NO_V1, value)?,
             AA_KBC_PARAMS => self.aa_kbc_params = Some(parse(AA_KBC_PARAMS, value)?),
             ATTESTER => self.attester = Some(parse(ATTESTER, value)?),
+            POLICY_FILE => self.policy_file = Some(PathBuf::from(string(POLICY_FILE, value)?)),
             other if other.starts_with("agent.") => {
                 warnings.push(format!("ignoring unknown kernel command-line key {other}"))
             }

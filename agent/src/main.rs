@@ -106,6 +106,19 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
 
     let probe = attestation::probe(config.attester, config_file.is_some());
     tracing::info!("attestation probe: {probe}");
+    // Before anything listens: a policy that does not load stops the agent (fail closed).
+    let policy = std::sync::Arc::new(
+        cocoon_agent::policy::Policy::startup(
+            config.policy_file.as_deref(),
+            cocoon_agent::policy::is_confidential(
+                &probe,
+                cocoon_agent::policy::forced_confidential(),
+            ),
+            &cocoon_agent::paths::Paths::from_env(is_init).run_dir,
+        )
+        .context("loading the agent policy")?,
+    );
+    tracing::info!(policy = policy.origin(), "agent policy loaded");
     let kbs = cocoon_agent::kbs::Kbs::from_config(&config, &probe);
     if let cocoon_agent::kbs::Kbs::Unavailable(why) = &kbs {
         tracing::info!("no KBS session: {why}");
@@ -142,6 +155,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
             is_init,
             sandbox.clone(),
             kbs,
+            policy,
         )
         .await?;
         // Stopped by a signal (not PID 1) or after DestroySandbox: leave no container.

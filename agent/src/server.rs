@@ -60,6 +60,7 @@ pub async fn serve(
     is_init: bool,
     sandbox: Arc<crate::sandbox::Sandbox>,
     kbs: crate::kbs::Kbs,
+    policy: Arc<crate::policy::Policy>,
 ) -> Result<(), ServerError> {
     let uri = addr.uri();
     remove_stale_socket(addr)?;
@@ -67,7 +68,7 @@ pub async fn serve(
 
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(HealthService);
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
-        Arc::new(AgentRpc::new(info, shutdown.clone(), sandbox, kbs));
+        Arc::new(AgentRpc::new(info, policy, shutdown.clone(), sandbox, kbs));
     let mut server = Server::new()
         .bind(&uri)
         .map_err(|e| ServerError::Bind {

@@ -161,6 +161,24 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+/// Whether the guest is confidential for the policy's defaults: a TEE was found (even
+/// when the sample attester was chosen instead), or signs of one that do not add up;
+/// only "no TEE at all" counts as not confidential (fail closed). `force` is
+/// [`ENV_FORCE_CONFIDENTIAL`] (tests).
+pub fn is_confidential(probe: &cocoon_attester::Probe, force: bool) -> bool {
+    use cocoon_attester::Verdict;
+    force
+        || !matches!(
+            probe.verdict,
+            Verdict::NoTee | Verdict::Sample { hardware: None }
+        )
+}
+
+/// [`ENV_FORCE_CONFIDENTIAL`] is set to `1`.
+pub fn forced_confidential() -> bool {
+    std::env::var(ENV_FORCE_CONFIDENTIAL).is_ok_and(|v| v == "1")
+}
+
 /// Rego that allows every request (no TEE: development; upstream's `allow-all.rego`).
 pub fn allow_all_rego() -> String {
     let mut text = String::from("package agent_policy\n\n");

@@ -12,6 +12,13 @@ use cocoon_protocols::agent::{
     UpdateInterfaceRequest, UpdateRoutesRequest,
 };
 use cocoon_protocols::agent::{
+    AddSwapPathRequest, AddSwapRequest, GetDiagnosticDataRequest, GetDiagnosticDataResponse,
+    GetIPTablesRequest, GetIPTablesResponse, MemAgentCompactConfig, MemAgentMemcgConfig,
+    MemHotplugByProbeRequest, OnlineCPUMemRequest, RemoveStaleVirtiofsShareMountsRequest,
+    ReseedRandomDevRequest, ResizeVolumeRequest, SetGuestDateTimeRequest, SetIPTablesRequest,
+    SetIPTablesResponse, SetPolicyRequest, UpdateEphemeralMountsRequest, VolumeStatsRequest,
+};
+use cocoon_protocols::agent::{
     AgentDetails, CloseStdinRequest, CopyFileRequest, CreateContainerRequest, CreateSandboxRequest,
     DestroySandboxRequest, ExecProcessRequest, GetMetricsRequest, GetOOMEventRequest,
     GuestDetailsRequest, GuestDetailsResponse, Metrics, OOMEvent, PauseContainerRequest,
@@ -31,6 +38,7 @@ use crate::create::CreateRequest;
 use crate::error::{AgentError, Result};
 use crate::kbs::Kbs;
 use crate::paths::check_id;
+use crate::policy::Policy;
 use crate::sandbox::{Sandbox, SandboxRequest};
 use crate::streams::set_winsize;
 
@@ -54,6 +62,8 @@ pub struct GuestInfo {
 
 pub struct AgentRpc {
     info: GuestInfo,
+    /// The agent policy: every request is checked by it before it acts.
+    policy: Arc<Policy>,
     /// Notified when DestroySandbox asks the agent to end.
     shutdown: Arc<Notify>,
     sandbox: Arc<Sandbox>,
@@ -61,9 +71,16 @@ pub struct AgentRpc {
 }
 
 impl AgentRpc {
-    pub fn new(info: GuestInfo, shutdown: Arc<Notify>, sandbox: Arc<Sandbox>, kbs: Kbs) -> Self {
+    pub fn new(
+        info: GuestInfo,
+        policy: Arc<Policy>,
+        shutdown: Arc<Notify>,
+        sandbox: Arc<Sandbox>,
+        kbs: Kbs,
+    ) -> Self {
         AgentRpc {
             info,
+            policy,
             shutdown,
             sandbox,
             kbs,
@@ -142,6 +159,39 @@ impl AgentRpc {
     }
 }
 
+impl AgentRpc {
+    /// ReadStdout/ReadStderr: checked first; a denied read still drains the stream (so
+    /// EOF and the process's end reach the runtime as usual) but answers empty data, as
+    /// upstream redacts it.
+    async fn checked_read(
+        &self,
+        req: ReadStreamRequest,
+        stderr: bool,
+    ) -> ttrpc::Result<ReadStreamResponse> {
+        let allowed = match self.policy.check(&req) {
+            Ok(()) => true,
+            Err(denied) => {
+                tracing::debug!("{denied}: the output is withheld");
+                false
+            }
+        };
+        let mut resp = self.read_stream(req, stderr).await?;
+        if !allowed {
+            resp.data.clear();
+        }
+        Ok(resp)
+    }
+}
+
+/// The answer of a method the agent does not implement, once the policy allowed it:
+/// the same as the generated default's.
+fn unimplemented(method: &str) -> ttrpc::Error {
+    crate::rpc::status(
+        ttrpc::Code::UNIMPLEMENTED,
+        format!("/grpc.AgentService/{method} is not implemented"),
+    )
+}
+
 fn empty(r: Result<()>) -> ttrpc::Result<Empty> {
     r.map(|()| Empty::new()).map_err(Into::into)
 }
@@ -161,6 +211,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: GuestDetailsRequest,
     ) -> ttrpc::Result<GuestDetailsResponse> {
+        self.policy.check(&req)?;
         let mut resp = GuestDetailsResponse::new();
         if req.mem_block_size {
             resp.mem_block_size_bytes = read_mem_block_size(Path::new(MEM_BLOCK_SIZE));
@@ -190,8 +241,9 @@ impl AgentService for AgentRpc {
     async fn destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,
-        _req: DestroySandboxRequest,
+        req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = self.do_destroy_sandbox().await;
         tracing::info!("DestroySandbox: shutting down");
         self.shutdown.notify_one();
@@ -203,6 +255,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         empty(self.do_create_sandbox(req).await)
     }
 
@@ -211,6 +264,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         empty(self.do_create_container(req).await)
     }
 
@@ -219,6 +273,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             c.start(&self.sandbox.reaper).await
@@ -231,6 +286,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         empty(self.do_remove_container(req).await)
     }
 
@@ -239,6 +295,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             check_id("exec_id", &req.exec_id)?;
@@ -257,6 +314,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             let sig =
@@ -271,6 +329,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
+        self.policy.check(&req)?;
         let (c, p) = self.process(&req.container_id, &req.exec_id)?;
         let status = p.wait().await;
         p.mark_waited();
@@ -290,6 +349,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: WriteStreamRequest,
     ) -> ttrpc::Result<WriteStreamResponse> {
+        self.policy.check(&req)?;
         let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
         let stdin = p
             .stdin()
@@ -309,7 +369,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        Ok(self.read_stream(req, false).await?)
+        self.checked_read(req, false).await
     }
 
     async fn read_stderr(
@@ -317,7 +377,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ReadStreamRequest,
     ) -> ttrpc::Result<ReadStreamResponse> {
-        Ok(self.read_stream(req, true).await?)
+        self.checked_read(req, true).await
     }
 
     async fn close_stdin(
@@ -325,6 +385,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
         p.close_stdin();
         Ok(Empty::new())
@@ -335,6 +396,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = (|| {
             let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
             let tty = p.tty().ok_or_else(|| {
@@ -351,6 +413,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: PauseContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             c.pause(&self.sandbox.reaper).await
@@ -363,6 +426,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ResumeContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             c.resume(&self.sandbox.reaper).await
@@ -375,6 +439,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
+        self.policy.check(&req)?;
         let c = self.sandbox.container(&req.container_id)?;
         let (path, id) = (c.cgroup_path.clone(), c.id.clone());
         let stats = tokio::task::spawn_blocking(move || crate::cgroups::stats(&path, &id))
@@ -391,6 +456,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let r = async {
             let c = self.sandbox.container(&req.container_id)?;
             let wire = req
@@ -411,8 +477,9 @@ impl AgentService for AgentRpc {
     async fn get_oom_event(
         &self,
         _ctx: &TtrpcContext,
-        _req: GetOOMEventRequest,
+        req: GetOOMEventRequest,
     ) -> ttrpc::Result<OOMEvent> {
+        self.policy.check(&req)?;
         use std::sync::atomic::Ordering;
         loop {
             for c in self.sandbox.all() {
@@ -440,6 +507,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateInterfaceRequest,
     ) -> ttrpc::Result<Interface> {
+        self.policy.check(&req)?;
         let iface = req
             .interface
             .as_ref()
@@ -452,6 +520,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateRoutesRequest,
     ) -> ttrpc::Result<Routes> {
+        self.policy.check(&req)?;
         let list = req
             .routes
             .as_ref()
@@ -467,8 +536,9 @@ impl AgentService for AgentRpc {
     async fn list_interfaces(
         &self,
         _ctx: &TtrpcContext,
-        _req: ListInterfacesRequest,
+        req: ListInterfacesRequest,
     ) -> ttrpc::Result<Interfaces> {
+        self.policy.check(&req)?;
         Ok(Interfaces {
             Interfaces: crate::network::list_interfaces().await?,
             ..Default::default()
@@ -478,8 +548,9 @@ impl AgentService for AgentRpc {
     async fn list_routes(
         &self,
         _ctx: &TtrpcContext,
-        _req: ListRoutesRequest,
+        req: ListRoutesRequest,
     ) -> ttrpc::Result<Routes> {
+        self.policy.check(&req)?;
         Ok(Routes {
             Routes: crate::network::list_routes().await?,
             ..Default::default()
@@ -491,6 +562,7 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: AddARPNeighborsRequest,
     ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
         let list = req
             .neighbors
             .as_ref()
@@ -502,8 +574,9 @@ impl AgentService for AgentRpc {
     async fn get_metrics(
         &self,
         _ctx: &TtrpcContext,
-        _req: GetMetricsRequest,
+        req: GetMetricsRequest,
     ) -> ttrpc::Result<Metrics> {
+        self.policy.check(&req)?;
         Ok(Metrics {
             metrics: self.kbs.metrics(),
             ..Default::default()
@@ -511,12 +584,153 @@ impl AgentService for AgentRpc {
     }
 
     async fn copy_file(&self, _ctx: &TtrpcContext, req: CopyFileRequest) -> ttrpc::Result<Empty> {
+        // Upstream's PolicyCopyFileRequest shape: the type from the mode, no data.
+        self.policy.check_copy_file(&req)?;
         let root = self.sandbox.paths.shared_dir();
         let r = tokio::task::spawn_blocking(move || crate::copy_file::copy_file(&root, &req))
             .await
             .map_err(|e| AgentError::internal("copy", e))
             .and_then(|r| r);
         empty(r)
+    }
+
+    async fn set_policy(&self, _ctx: &TtrpcContext, req: SetPolicyRequest) -> ttrpc::Result<Empty> {
+        // Checked by the policy in force; replaces it only once the new one loaded.
+        self.policy.set_policy(&req)?;
+        Ok(Empty::new())
+    }
+
+    // Not implemented by the agent, but checked first, as upstream checks every request.
+
+    async fn update_ephemeral_mounts(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateEphemeralMountsRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("UpdateEphemeralMounts"))
+    }
+
+    async fn remove_stale_virtiofs_share_mounts(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveStaleVirtiofsShareMountsRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("RemoveStaleVirtiofsShareMounts"))
+    }
+
+    async fn get_diagnostic_data(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetDiagnosticDataRequest,
+    ) -> ttrpc::Result<GetDiagnosticDataResponse> {
+        self.policy.check(&req)?;
+        Err(unimplemented("GetDiagnosticData"))
+    }
+
+    async fn get_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: GetIPTablesRequest,
+    ) -> ttrpc::Result<GetIPTablesResponse> {
+        self.policy.check(&req)?;
+        Err(unimplemented("GetIPTables"))
+    }
+
+    async fn set_ip_tables(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetIPTablesRequest,
+    ) -> ttrpc::Result<SetIPTablesResponse> {
+        self.policy.check(&req)?;
+        Err(unimplemented("SetIPTables"))
+    }
+
+    async fn mem_agent_memcg_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentMemcgConfig,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("MemAgentMemcgSet"))
+    }
+
+    async fn mem_agent_compact_set(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemAgentCompactConfig,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("MemAgentCompactSet"))
+    }
+
+    async fn online_cpu_mem(
+        &self,
+        _ctx: &TtrpcContext,
+        req: OnlineCPUMemRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("OnlineCPUMem"))
+    }
+
+    async fn reseed_random_dev(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ReseedRandomDevRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("ReseedRandomDev"))
+    }
+
+    async fn mem_hotplug_by_probe(
+        &self,
+        _ctx: &TtrpcContext,
+        req: MemHotplugByProbeRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("MemHotplugByProbe"))
+    }
+
+    async fn set_guest_date_time(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetGuestDateTimeRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("SetGuestDateTime"))
+    }
+
+    async fn add_swap(&self, _ctx: &TtrpcContext, req: AddSwapRequest) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("AddSwap"))
+    }
+
+    async fn add_swap_path(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddSwapPathRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("AddSwapPath"))
+    }
+
+    async fn get_volume_stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: VolumeStatsRequest,
+    ) -> ttrpc::Result<cocoon_protocols::csi::VolumeStatsResponse> {
+        self.policy.check(&req)?;
+        Err(unimplemented("GetVolumeStats"))
+    }
+
+    async fn resize_volume(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ResizeVolumeRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.policy.check(&req)?;
+        Err(unimplemented("ResizeVolume"))
     }
 }
 
