@@ -306,6 +306,73 @@ pub struct AgentConfig {
     #[serde(deserialize_with = "parsed")]
     pub attester: Option<AttesterChoice>,
     pub policy_file: Option<PathBuf>,
+    /// Guest image pull (`[image]`, upstream CDH's key names).
+    pub image: ImageSettings,
+}
+
+/// `[image]`: guest image pull, with upstream CDH's (image-rs `ImageConfig`) key names so
+/// that existing configs work. URIs are `kbs:///...` (through the agent's KBS session),
+/// `file:///...` or an absolute path.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Where layers are stored (`<work_dir>/layers`) and overlays live.
+    pub work_dir: PathBuf,
+    /// Layers of one image fetched at the same time.
+    pub max_concurrent_layer_downloads_per_image: usize,
+    /// containers-registries.conf v2 (TOML) at this URI.
+    pub registry_configuration_uri: Option<String>,
+    /// The same, inline (`[image.registry_config]`, `[[image.registry_config.registry]]`).
+    pub registry_config: Option<cocoon_image_pull::registry::RegistriesConf>,
+    /// A docker `auth.json` at this URI.
+    pub authenticated_registry_credentials_uri: Option<String>,
+    /// Proxy for registry traffic (else `agent.https_proxy` / `agent.no_proxy`).
+    pub image_pull_proxy: Option<ImagePullProxy>,
+    /// PEM root certificates trusted for registries, in addition to the built-in ones.
+    pub extra_root_certificates: Vec<String>,
+    /// Ours: KBS resources (`kbs:///...`) holding PEM/DER private keys for JWE-wrapped
+    /// layer keys (`skopeo --encryption-key jwe:...`). Provider-packet layers name their
+    /// KBS key themselves (`kid`).
+    pub decryption_key_uris: Vec<String>,
+    /// Ours, test mode only: local private-key files. Refused unless the sample attester
+    /// was asked for (`attester = "sample"`): the initrd is measured, not encrypted, so a
+    /// key baked into it is no secret.
+    pub test_decryption_key_files: Vec<PathBuf>,
+    /// Upstream's signature policy keys. Not implemented: set, they make every pull fail
+    /// (an image policy the agent cannot enforce must not be silently ignored).
+    pub image_security_policy_uri: Option<String>,
+    pub image_security_policy: Option<String>,
+    pub sigstore_config_uri: Option<String>,
+    pub sigstore_config: Option<String>,
+}
+
+/// `[image.image_pull_proxy]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagePullProxy {
+    pub https_proxy: Option<String>,
+    pub http_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        ImageSettings {
+            work_dir: PathBuf::from(wire::IMAGE_WORK_DIR),
+            max_concurrent_layer_downloads_per_image: 3,
+            registry_configuration_uri: None,
+            registry_config: None,
+            authenticated_registry_credentials_uri: None,
+            image_pull_proxy: None,
+            extra_root_certificates: Vec::new(),
+            decryption_key_uris: Vec::new(),
+            test_decryption_key_files: Vec::new(),
+            image_security_policy_uri: None,
+            image_security_policy: None,
+            sigstore_config_uri: None,
+            sigstore_config: None,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -342,6 +409,7 @@ impl Default for AgentConfig {
             )),
             attester: None,
             policy_file: None,
+            image: ImageSettings::default(),
         }
     }
 }

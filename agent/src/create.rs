@@ -1,6 +1,6 @@
 //! CreateContainer as one pipeline owned by the sandbox:
 //!
-//! validate → policy → storages → devices → secrets → create → register
+//! validate → policy → image → storages → devices → secrets → create → register
 //!
 //! Each stage that acquires something records it as a [`Held`] in an [`Undo`]; when a
 //! later stage fails the undo releases everything in reverse order, so a failed create
@@ -36,8 +36,12 @@ impl CreateRequest {
             .OCI
             .as_ref()
             .ok_or_else(|| AgentError::invalid("OCI", "missing"))?;
+        let guest_pull = req
+            .storages
+            .iter()
+            .any(|s| s.driver == cocoon_protocols::wire::DRIVER_IMAGE_GUEST_PULL);
         Ok(CreateRequest {
-            spec: crate::oci::to_oci(wire)?,
+            spec: crate::oci::to_oci_with(wire, guest_pull)?,
             id: req.container_id,
             storages: req.storages,
             devices: req.devices,
@@ -97,6 +101,13 @@ impl Sandbox {
         };
 
         // policy: the agent policy stage plugs in here.
+
+        // image: a guest-pulled image (or the pause bundle) becomes the rootfs
+        let mut storages = storages;
+        if let Some(image) = crate::image::Images::take_storage(&mut storages)? {
+            let rootfs = self.images.prepare(&id, &bundle, &image, &mut spec).await?;
+            undo.push(Held::ImageRootfs(rootfs));
+        }
 
         // storages
         let mount_points = self.add_storages(storages).await?;

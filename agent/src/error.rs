@@ -26,6 +26,9 @@ pub enum AgentError {
     /// never its value.
     #[error("secret {what}: {reason}")]
     Secret { what: String, reason: String },
+    /// A guest image pull failed: names the image (and the layer, and what failed).
+    #[error("{0}")]
+    Image(String),
     /// End of a process's output stream.
     #[error("EOF")]
     Eof,
@@ -55,9 +58,9 @@ impl AgentError {
             AgentError::NotFound { .. } | AgentError::LinkNotFound(_) => Code::NOT_FOUND,
             AgentError::AlreadyExists { .. } => Code::ALREADY_EXISTS,
             AgentError::InvalidArgument { .. } => Code::INVALID_ARGUMENT,
-            AgentError::FailedPrecondition(_) | AgentError::Secret { .. } => {
-                Code::FAILED_PRECONDITION
-            }
+            AgentError::FailedPrecondition(_)
+            | AgentError::Secret { .. }
+            | AgentError::Image(_) => Code::FAILED_PRECONDITION,
             AgentError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             AgentError::PermissionDenied(_) => Code::PERMISSION_DENIED,
             AgentError::Internal(_) | AgentError::Eof => Code::INTERNAL,

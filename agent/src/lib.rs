@@ -17,6 +17,7 @@ pub mod copy_file;
 pub mod create;
 pub mod devices;
 pub mod error;
+pub mod image;
 pub mod init;
 pub mod kbs;
 pub mod logging;
@@ -34,6 +35,7 @@ pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod streams;
+pub mod users;
 
 /// The agent's version, reported by `Health.Version` and `GetGuestDetails`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

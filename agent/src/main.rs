@@ -138,11 +138,15 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let reaper = reaper::Reaper::start(is_init).context("starting the reaper")?;
+        let paths = cocoon_agent::paths::Paths::from_env(is_init);
+        let images =
+            cocoon_agent::image::Images::new(&config, kbs.source(), paths.pause_bundle.clone());
         let sandbox = std::sync::Arc::new(sandbox::Sandbox::new(
-            cocoon_agent::paths::Paths::from_env(is_init),
+            paths,
             reaper,
             config.hotplug_timeout,
             secrets,
+            images,
         ));
         let info = GuestInfo {
             init_daemon: is_init,

@@ -318,13 +318,18 @@ pub fn spec_json(spec: &oci::Spec) -> Value {
     Value::Object(m)
 }
 
-/// Converts and checks a wire spec. `field` names the request field for errors
-/// (`OCI` for CreateContainer, `process` for ExecProcess).
+/// Converts and checks a wire spec.
 pub fn to_oci(spec: &oci::Spec) -> Result<Spec, AgentError> {
+    to_oci_with(spec, false)
+}
+
+/// The same; with `image_defaults`, empty args are left for the guest-pulled image's
+/// config to fill in (the image stage fails if it has none either).
+pub fn to_oci_with(spec: &oci::Spec, image_defaults: bool) -> Result<Spec, AgentError> {
     let Some(process) = spec.Process.as_ref() else {
         return Err(AgentError::invalid("OCI.Process", "missing"));
     };
-    if process.Args.is_empty() {
+    if process.Args.is_empty() && !image_defaults {
         return Err(AgentError::invalid("OCI.Process.Args", "empty"));
     }
     if spec.Root.as_ref().is_none_or(|r| r.Path.is_empty()) {

@@ -13,6 +13,8 @@ use crate::error::{AgentError, Result};
 pub const ENV_RUN_DIR: &str = "COCOON_RUN_DIR";
 /// Environment variable naming the cgroup subtree for containers (tests only).
 pub const ENV_CGROUP_PARENT: &str = "COCOON_CGROUP_PARENT";
+/// Environment variable that moves the baked-in pause bundle (tests only).
+pub const ENV_PAUSE_BUNDLE: &str = "COCOON_PAUSE_BUNDLE";
 
 const DEFAULT_RUN_DIR: &str = cocoon_protocols::wire::KATA_RUN_DIR;
 const DEFAULT_CGROUP_PARENT: &str = "kata_agent";
@@ -28,6 +30,8 @@ pub struct Paths {
     pub cgroup_parent_forced: bool,
     /// True when the agent is PID 1 of the guest (DNS goes to /etc/resolv.conf then).
     pub is_init: bool,
+    /// The pause container's bundle baked into the guest image.
+    pub pause_bundle: PathBuf,
 }
 
 impl Paths {
@@ -47,6 +51,9 @@ impl Paths {
                 .trim_matches('/')
                 .to_string(),
             is_init,
+            pause_bundle: std::env::var_os(ENV_PAUSE_BUNDLE)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(cocoon_protocols::wire::PAUSE_BUNDLE_DIR)),
         }
     }
 
@@ -122,6 +129,7 @@ mod tests {
             cgroup_parent: "kata_agent".into(),
             cgroup_parent_forced: false,
             is_init: true,
+            pause_bundle: PathBuf::from("/pause_bundle"),
         };
         let path = |p: &Paths, s: Option<&str>| p.cgroup_path("c1", s.map(Path::new));
         assert_eq!(path(&p, None), "/kata_agent/c1");

@@ -50,6 +50,8 @@ pub enum Held {
     Storages(Vec<PathBuf>),
     /// The container's dedicated secrets tmpfs: unmounted, its directory removed.
     SecretsTmpfs(PathBuf),
+    /// A guest-pulled image's overlay (or the pause bundle) on the bundle's rootfs.
+    ImageRootfs(crate::image::ImageRootfs),
 }
 
 /// A registered container and what it holds.
@@ -68,6 +70,8 @@ pub struct Sandbox {
     pub storages: Storages,
     /// Unsealing of sealed secrets (env values and secret volumes).
     pub secrets: Secrets,
+    /// Guest image pull (`image_guest_pull` storages).
+    pub images: crate::image::Images,
     /// Serialises container creation and removal (lookups do not wait for it).
     pub lifecycle: tokio::sync::Mutex<()>,
 }
@@ -78,6 +82,7 @@ impl Sandbox {
         reaper: Reaper,
         hotplug_timeout: Duration,
         secrets: Secrets,
+        images: crate::image::Images,
     ) -> Sandbox {
         Sandbox {
             paths,
@@ -87,6 +92,7 @@ impl Sandbox {
             info: Mutex::new(SandboxInfo::default()),
             storages: Storages::default(),
             secrets,
+            images,
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }
@@ -132,6 +138,7 @@ impl Sandbox {
                 Held::Bundle(dir) => crate::mounts::remove_bundle(&dir),
                 Held::Storages(mps) => self.storages.release(&mps),
                 Held::SecretsTmpfs(dir) => crate::secrets::unmount(&dir),
+                Held::ImageRootfs(rootfs) => crate::image::release(&rootfs),
             }
         }
     }

@@ -153,14 +153,14 @@ pub trait Registry: Send + Sync {
 
 /// containers-registries.conf v2 (TOML), the parts we honour.
 /// <https://github.com/containers/image/blob/main/docs/containers-registries.conf.5.md>
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RegistriesConf {
     #[serde(default)]
     pub registry: Vec<RegistryEntry>,
 }
 
 /// One `[[registry]]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RegistryEntry {
     #[serde(default)]
     pub prefix: Option<String>,
@@ -175,7 +175,7 @@ pub struct RegistryEntry {
 }
 
 /// One `[[registry.mirror]]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct MirrorEntry {
     pub location: String,
     #[serde(default)]

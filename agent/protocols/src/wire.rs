@@ -40,3 +40,19 @@ pub const WORKLOAD_API_PORT: u16 = 8006;
 /// Kubernetes-style sealed-secret signing keys named by a file `kid` (upstream
 /// confidential-data-hub).
 pub const SEALED_SECRET_KEY_DIR: &str = "/run/confidential-containers/cdh/sealed-secret";
+
+/// Guest image pull (kata-containers `kata_types::mount::KATA_VIRTUAL_VOLUME_IMAGE_GUEST_PULL`):
+/// the `Storage.driver` of a container image the guest pulls itself; its `driver_options`
+/// carry `image_guest_pull=<JSON {"metadata": {container annotations}}>`.
+pub const DRIVER_IMAGE_GUEST_PULL: &str = "image_guest_pull";
+/// image-rs `DEFAULT_WORK_DIR` (guest-components `image-rs/src/config.rs`): layers and
+/// overlays of guest-pulled images.
+pub const IMAGE_WORK_DIR: &str = "/run/kata-containers/image";
+/// The pause container's bundle baked into the guest image (kata-containers
+/// `src/agent/src/confidential_data_hub/image.rs` `KATA_PAUSE_BUNDLE`).
+pub const PAUSE_BUNDLE_DIR: &str = "/pause_bundle";
+/// Annotations that say a container is the pod's sandbox (pause) container.
+pub const CONTAINER_TYPE_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];

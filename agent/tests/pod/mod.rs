@@ -89,14 +89,19 @@ impl Pod {
 
     /// The agent started with `--config <file holding config_toml>`.
     pub fn with_config(config_toml: &str) -> Pod {
-        Pod::start(&[], Some(config_toml))
+        Pod::start(&[], Some(config_toml), &[])
+    }
+
+    /// The same, with extra environment variables for the agent.
+    pub fn with_config_env(config_toml: &str, env: &[(&str, &Path)]) -> Pod {
+        Pod::start(&[], Some(config_toml), env)
     }
 
     fn with_wrapper(wrapper: &[&str]) -> Pod {
-        Pod::start(wrapper, None)
+        Pod::start(wrapper, None, &[])
     }
 
-    fn start(wrapper: &[&str], config_toml: Option<&str>) -> Pod {
+    fn start(wrapper: &[&str], config_toml: Option<&str>, env: &[(&str, &Path)]) -> Pod {
         let dir = tempfile::Builder::new()
             .prefix("cocoon-pod")
             .tempdir()
@@ -129,6 +134,9 @@ impl Pod {
             )
             .env("COCOON_RUN_DIR", &run_dir)
             .env("COCOON_CGROUP_PARENT", &cgroup_parent);
+        for (k, v) in env {
+            command.env(k, v);
+        }
         let agent = AgentProcess::start(command);
         Pod {
             addr: format!("unix://{}", sock.display()),
