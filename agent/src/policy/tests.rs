@@ -556,3 +556,47 @@ fn startup_choice() {
     let file = Policy::startup(Some(&f), true, run).unwrap();
     file.check(&ExecProcessRequest::default()).unwrap();
 }
+
+#[test]
+fn policy_file_keys() {
+    use crate::config::AgentConfig;
+    let no_env = |_: &str| None;
+    let c = AgentConfig::load(None, "quiet agent.policy_file=/etc/p.rego", no_env).unwrap();
+    assert_eq!(
+        c.config.policy_file.as_deref(),
+        Some(Path::new("/etc/p.rego"))
+    );
+    assert!(AgentConfig::load(None, "agent.policy_file", no_env).is_err());
+    let env = |k: &str| (k == "KATA_AGENT_POLICY_FILE").then(|| "/e.rego".to_string());
+    let c = AgentConfig::load(None, "agent.policy_file=/etc/p.rego", env).unwrap();
+    assert_eq!(c.config.policy_file.as_deref(), Some(Path::new("/e.rego")));
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("agent.toml");
+    std::fs::write(&toml, "policy_file = \"/t.rego\"\n").unwrap();
+    let c = AgentConfig::load(Some(&toml), "", no_env).unwrap();
+    assert_eq!(c.config.policy_file.as_deref(), Some(Path::new("/t.rego")));
+}
+
+#[test]
+fn confidential_is_any_sign_of_a_tee() {
+    use cocoon_attester::{AttesterChoice, Paths, Probe, Verdict};
+    let dir = tempfile::tempdir().unwrap();
+    let none = Probe::run(AttesterChoice::default(), "test", Paths::under(dir.path()));
+    assert_eq!(none.verdict, Verdict::NoTee);
+    assert!(!is_confidential(&none, false));
+    assert!(is_confidential(&none, true));
+    let sample = Probe::run(AttesterChoice::Sample, "test", Paths::under(dir.path()));
+    assert!(!is_confidential(&sample, false));
+    for verdict in [
+        Verdict::Hardware(cocoon_attester::Tee::Snp),
+        Verdict::Sample {
+            hardware: Some(cocoon_attester::Tee::Tdx),
+        },
+        Verdict::Conflict,
+        Verdict::RequestedAbsent(cocoon_attester::Tee::Snp),
+    ] {
+        let mut p = none.clone();
+        p.verdict = verdict;
+        assert!(is_confidential(&p, false), "{verdict:?}");
+    }
+}
