@@ -318,3 +318,49 @@ async fn registry_basic_auth() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_bearer_token_auth() {
+    if !tools() || !common::registry::tools(&["openssl"]) {
+        return;
+    }
+    let tokens = common::registry::TokenServer::start("alice", "t0ken-pass");
+    let r = common::registry::start_registry_auth(|_| tokens.registry_auth());
+    let single = layout(&["amd64"]);
+    let image = format!("{}/test/token:v1", r.addr);
+    push(single.dir.path(), &image, Some("alice:t0ken-pass"));
+    let pushed = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pushed > 0, "skopeo got no token");
+
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let auth = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        r.addr,
+        b64("alice:t0ken-pass")
+    );
+    let ok = OciRegistry::new(RegistryOptions {
+        registries: insecure_conf(&[&r.addr]),
+        auth: AuthConfig::parse(auth.as_bytes()).unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    let img = ok.resolve(&image).await.unwrap();
+    assert_eq!(img.manifest_digest, single.images[0].1);
+    assert_eq!(stream_digest(&ok, &img).await, sha(&single.images[0].3));
+    assert!(
+        tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > pushed,
+        "the pull did not go through the token server"
+    );
+
+    // Anonymous: the token server refuses, and so does the registry.
+    let anon = OciRegistry::new(RegistryOptions {
+        registries: insecure_conf(&[&r.addr]),
+        ..Default::default()
+    })
+    .unwrap();
+    let e = anon.resolve(&image).await.unwrap_err();
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
+}

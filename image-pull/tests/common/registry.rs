@@ -70,18 +70,25 @@ pub fn free_port() -> u16 {
 /// Starts `docker-registry serve` on a free loopback port, with htpasswd auth when a
 /// line is given.
 pub fn start_registry(htpasswd: Option<&str>) -> Reg {
+    start_registry_auth(|dir| match htpasswd {
+        Some(line) => {
+            let p = dir.join("htpasswd");
+            std::fs::write(&p, line).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                p.display()
+            )
+        }
+        None => String::new(),
+    })
+}
+
+/// Starts a registry whose `auth:` YAML section `auth(dir)` writes (files in `dir`).
+pub fn start_registry_auth(auth: impl FnOnce(&Path) -> String) -> Reg {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut auth = String::new();
-    if let Some(line) = htpasswd {
-        let p = dir.path().join("htpasswd");
-        std::fs::write(&p, line).unwrap();
-        auth = format!(
-            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-            p.display()
-        );
-    }
+    let auth = auth(dir.path());
     let cfg = format!(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
         dir.path().join("data").display()
@@ -237,4 +244,171 @@ pub fn layout(tag: &str, layers: &[LayerBlob], process: serde_json::Value) -> La
         manifest_digest: md,
         config,
     }
+}
+
+/// A docker distribution token server (the protocol of
+/// <https://distribution.github.io/distribution/spec/auth/token/>) for one user: answers
+/// `GET /token?service=..&scope=..` with an RS256 JWT (x5c = a self-signed cert the
+/// registry trusts, signed by the openssl CLI) granting what the scope asks, when the
+/// request carries the user's basic credentials; 401 otherwise. Counts issued tokens.
+pub struct TokenServer {
+    pub realm: String,
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub const TOKEN_SERVICE: &str = "cocoon-test-registry";
+pub const TOKEN_ISSUER: &str = "cocoon-test-token-issuer";
+
+impl TokenServer {
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use base64::Engine as _;
+        use std::io::{BufRead, BufReader, Write};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=cocoon-test-token-issuer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = b64.encode(der);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let want_auth = format!("Basic {}", b64.encode(format!("{user}:{password}")));
+        let (count, key_path, sig_dir) = (issued.clone(), key.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") && v.trim() == want_auth {
+                            authorized = true;
+                        }
+                    }
+                }
+                if !authorized {
+                    let body =
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                let target = request_line.split_whitespace().nth(1).unwrap_or("");
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let mut access = Vec::new();
+                for pair in query.split('&') {
+                    if let Some(scope) = pair.strip_prefix("scope=") {
+                        let scope = percent_decode(scope);
+                        let parts: Vec<&str> = scope.split(':').collect();
+                        if parts.len() == 3 {
+                            access.push(serde_json::json!({
+                                "type": parts[0], "name": parts[1],
+                                "actions": parts[2].split(',').collect::<Vec<_>>()
+                            }));
+                        }
+                    }
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let claims = serde_json::json!({
+                    "iss": TOKEN_ISSUER, "sub": "alice", "aud": TOKEN_SERVICE,
+                    "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{n}"),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url.encode(header.to_string()),
+                    b64url.encode(claims.to_string())
+                );
+                let input = sig_dir.join(format!("in-{n}"));
+                std::fs::write(&input, &signing_input).unwrap();
+                let sig = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key_path)
+                    .arg(&input)
+                    .output()
+                    .unwrap()
+                    .stdout;
+                let token = format!("{signing_input}.{}", b64url.encode(sig));
+                let body =
+                    serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                        .to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            issued,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    /// The registry's `auth:` section trusting this server.
+    pub fn registry_auth(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            self.realm,
+            self.cert.display()
+        )
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
