@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
+use super::jwe::{self, Recipient};
 use super::keywrap::{self, EncryptedBlob, Kek, LayerSecret, B64};
 use super::{spec, ImageError};
 use base64::Engine as _;
@@ -37,10 +38,11 @@ pub struct EncryptOptions {
     /// Only these layers of each manifest, 0-based, negative from the end (skopeo's
     /// `--encrypt-layer`); all when empty.
     pub layers: Vec<i64>,
-    /// The key-encryption key.
-    pub kek: Kek,
-    /// The KEK's KBS resource URI (`kbs:///<repo>/<type>/<tag>`).
-    pub kid: String,
+    /// The key-encryption key and its KBS resource URI (`kbs:///<repo>/<type>/<tag>`):
+    /// a CoCo annotation packet.
+    pub kbs: Option<(Kek, String)>,
+    /// JWE recipients (`enc.keys.jwe`).
+    pub recipients: Vec<Recipient>,
     /// Annotation suffix: `org.opencontainers.image.enc.keys.provider.<name>`.
     pub provider_name: String,
 }
@@ -306,7 +308,14 @@ impl Encryptor<'_> {
             }
         }
         let privopts = secret.private_options(&digest);
-        let packet = keywrap::wrap_packet(&self.opts.kek, &self.opts.kid, &privopts)?;
+        let packet = match &self.opts.kbs {
+            Some((kek, kid)) => Some(keywrap::wrap_packet(kek, kid, &privopts)?),
+            None => None,
+        };
+        let jwe = match self.opts.recipients.as_slice() {
+            [] => None,
+            r => Some(jwe::encrypt(r, &privopts)?),
+        };
         let mut new = layer.clone();
         let obj = new
             .as_object_mut()
@@ -319,7 +328,12 @@ impl Encryptor<'_> {
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .ok_or_else(|| ImageError::Layout("layer annotations are not an object".into()))?;
-        ann.insert(self.annotation_name(), json!(B64.encode(packet)));
+        if let Some(packet) = packet {
+            ann.insert(self.annotation_name(), json!(B64.encode(packet)));
+        }
+        if let Some(jwe) = jwe {
+            ann.insert(spec::ANNOTATION_KEYS_JWE.into(), json!(B64.encode(jwe)));
+        }
         ann.insert(
             spec::ANNOTATION_PUBOPTS.into(),
             json!(keywrap::public_options_annotation(&r.hmac)),
@@ -518,7 +532,15 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), ImageError> {
 
 /// Encrypts the chosen images of an OCI layout (see the module doc).
 pub fn encrypt_layout(opts: &EncryptOptions) -> Result<EncryptReport, ImageError> {
-    keywrap::check_kid(&opts.kid)?;
+    match &opts.kbs {
+        Some((_, kid)) => keywrap::check_kid(kid)?,
+        None if opts.recipients.is_empty() => {
+            return Err(ImageError::Layout(
+                "nothing to wrap the layer keys for: give --kek and --kid, or --recipient".into(),
+            ))
+        }
+        None => {}
+    }
     if opts.provider_name.is_empty() || opts.provider_name.contains([',', '/', ' ']) {
         return Err(ImageError::Layout(format!(
             "bad provider name {:?}",

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+pub mod jwe;
 pub mod keyprovider;
 pub mod keywrap;
 pub mod layout;
@@ -35,6 +36,8 @@ pub enum ImageError {
     WrongKek(String),
     #[error("annotation packet: {0}")]
     Packet(String),
+    #[error("recipient: {0}")]
+    Recipient(String),
     #[error("key provider parameters: {0}")]
     Params(String),
     #[error("key provider protocol: {0}")]
@@ -62,11 +65,16 @@ pub enum ImageCommand {
     /// wrapped under a KEK the guest gets from the KBS as `--kid`. Prints a JSON report.
     Encrypt {
         /// The KEK file: 32 raw bytes (as stored in the KBS), or their base64.
-        #[arg(long)]
-        kek: PathBuf,
+        #[arg(long, requires = "kid")]
+        kek: Option<PathBuf>,
         /// The KEK's KBS resource URI, `kbs:///<repository>/<type>/<tag>`.
-        #[arg(long, alias = "keyid")]
-        kid: String,
+        #[arg(long, alias = "keyid", requires = "kek")]
+        kid: Option<String>,
+        /// Also (or instead) wrap the layer keys for this public key as a JWE, like
+        /// skopeo's `--encryption-key jwe:pub.pem` (RSA: RSA-OAEP; P-256: ECDH-ES+A256KW);
+        /// repeatable. The guest needs the private key then.
+        #[arg(long = "recipient", value_name = "jwe:PUBLIC_KEY")]
+        recipients: Vec<String>,
         /// Write the encrypted image to this new (or empty) layout directory instead of
         /// rewriting LAYOUT in place.
         #[arg(long, short = 'o')]
@@ -111,6 +119,7 @@ pub fn run(cmd: &ImageCommand) -> Result<(), ImageError> {
         ImageCommand::Encrypt {
             kek,
             kid,
+            recipients,
             output,
             tags,
             layers,
@@ -120,13 +129,21 @@ pub fn run(cmd: &ImageCommand) -> Result<(), ImageError> {
             let (layout, tag) = parse_layout_arg(arg);
             let mut tags = tags.clone();
             tags.extend(tag);
+            let kbs = match (kek, kid) {
+                (Some(kek), Some(kid)) => Some((Kek::from_file(kek)?, kid.clone())),
+                _ => None,
+            };
+            let recipients = recipients
+                .iter()
+                .map(|r| jwe::Recipient::from_arg(r))
+                .collect::<Result<Vec<_>, _>>()?;
             let opts = layout::EncryptOptions {
                 layout,
                 output: output.clone(),
                 tags,
                 layers: layers.clone(),
-                kek: Kek::from_file(kek)?,
-                kid: kid.clone(),
+                kbs,
+                recipients,
                 provider_name: provider_name.clone(),
             };
             let report = layout::encrypt_layout(&opts)?;
