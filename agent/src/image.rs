@@ -322,6 +322,7 @@ impl Images {
             registries,
             auth,
             https_proxy: proxy.https_proxy.or_else(|| nonempty(&self.https_proxy)),
+            http_proxy: proxy.http_proxy,
             no_proxy: proxy.no_proxy.or_else(|| nonempty(&self.no_proxy)),
             extra_root_certificates: s
                 .extra_root_certificates

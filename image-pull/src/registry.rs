@@ -9,8 +9,7 @@
 //! ([`AuthConfig`]); oci-client does the basic / bearer-token dance.
 //!
 //! Not done yet: wildcard prefixes (`*.example.com`), `unqualified-search-registries`,
-//! short-name aliases, `pull-from-mirror`; `extra_root_certificates` is passed through
-//! [`RegistryOptions::extra_root_certificates`] but untested.
+//! short-name aliases, `pull-from-mirror`.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -268,8 +267,10 @@ fn normalize_auth_host(host: &str) -> String {
 pub struct RegistryOptions {
     pub registries: RegistriesConf,
     pub auth: AuthConfig,
-    /// `agent.https_proxy` / `image_pull_proxy`.
+    /// `agent.https_proxy` / `image_pull_proxy.https_proxy`: for HTTPS registries.
     pub https_proxy: Option<String>,
+    /// `image_pull_proxy.http_proxy`: for the plain-HTTP (`insecure`) ones.
+    pub http_proxy: Option<String>,
     /// `agent.no_proxy`.
     pub no_proxy: Option<String>,
     /// Extra PEM root certificates.
@@ -307,6 +308,7 @@ impl OciRegistry {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure_hosts),
             https_proxy: options.https_proxy.clone(),
+            http_proxy: options.http_proxy.clone(),
             no_proxy: options.no_proxy.clone(),
             extra_root_certificates: options
                 .extra_root_certificates

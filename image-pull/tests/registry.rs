@@ -364,3 +364,70 @@ async fn registry_bearer_token_auth() {
     let e = anon.resolve(&image).await.unwrap_err();
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_https_extra_root_certificate_and_proxy() {
+    if !tools() {
+        return;
+    }
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kbs/tests/data");
+    let (cert, key, ca) = (
+        data.join("server.pem"),
+        data.join("server.key"),
+        std::fs::read(data.join("ca.pem")).unwrap(),
+    );
+    let r = common::registry::start_registry_auth(|_| common::registry::tls_yaml(&cert, &key));
+    // skopeo trusts the test CA through --dest-cert-dir.
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::write(certs.path().join("ca.crt"), &ca).unwrap();
+    let single = layout(&["amd64"]);
+    let image = format!("{}/test/tls:v1", r.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--preserve-digests", "--dest-cert-dir"])
+        .arg(certs.path())
+        .arg(format!("oci:{}:v1", single.dir.path().display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let proxy = common::registry::ConnectProxy::start();
+    let client = |roots: Vec<Vec<u8>>, no_proxy: Option<&str>| {
+        OciRegistry::new(RegistryOptions {
+            https_proxy: Some(proxy.url.clone()),
+            no_proxy: no_proxy.map(str::to_owned),
+            extra_root_certificates: roots,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let tunnels = || proxy.tunnels.load(std::sync::atomic::Ordering::SeqCst);
+
+    // HTTPS through the proxy, trusting the extra root.
+    let reg = client(vec![ca.clone()], None);
+    let img = reg.resolve(&image).await.unwrap();
+    assert_eq!(img.manifest_digest, single.images[0].1);
+    assert_eq!(stream_digest(&reg, &img).await, sha(&single.images[0].3));
+    let through = tunnels();
+    assert!(through > 0, "nothing went through the proxy");
+
+    // no_proxy: straight to the registry.
+    let reg = client(vec![ca.clone()], Some("127.0.0.1"));
+    reg.resolve(&image).await.unwrap();
+    assert_eq!(tunnels(), through, "no_proxy not honoured");
+
+    // Without the extra root the registry's certificate is not trusted.
+    let e = client(vec![], Some("127.0.0.1"))
+        .resolve(&image)
+        .await
+        .unwrap_err();
+    let text = format!("{e:?}").to_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("tls") || text.contains("unknownissuer"),
+        "{e:?}"
+    );
+}

@@ -83,7 +83,8 @@ pub fn start_registry(htpasswd: Option<&str>) -> Reg {
     })
 }
 
-/// Starts a registry whose `auth:` YAML section `auth(dir)` writes (files in `dir`).
+/// Starts a registry with extra YAML from `extra(dir)` (files in `dir`) appended right
+/// after `http: addr:` — an `auth:` section, or [`tls_yaml`] (then more `http:` keys).
 pub fn start_registry_auth(auth: impl FnOnce(&Path) -> String) -> Reg {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -411,4 +412,73 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// YAML for [`start_registry_auth`]: serve HTTPS with this certificate and key.
+pub fn tls_yaml(cert: &Path, key: &Path) -> String {
+    format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// An HTTP `CONNECT` proxy on loopback (what `https_proxy` points at), counting tunnels.
+pub struct ConnectProxy {
+    pub url: String,
+    pub tunnels: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tunnels = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = tunnels.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap_or(0);
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+                        let _ = client.write_all(
+                            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n",
+                        );
+                        return;
+                    };
+                    let Ok(upstream) = std::net::TcpStream::connect(target) else {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    };
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n");
+                    let (mut c2, mut u2) =
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let mut upstream = upstream;
+                    let t = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut u2, &mut c2);
+                        let _ = c2.shutdown(std::net::Shutdown::Write);
+                    });
+                    // Bytes the client sent after the CONNECT head are in the reader's buffer.
+                    let _ = upstream.write_all(reader.buffer());
+                    let _ = std::io::copy(&mut client, &mut upstream);
+                    let _ = upstream.shutdown(std::net::Shutdown::Write);
+                    let _ = t.join();
+                });
+            }
+        });
+        ConnectProxy { url, tunnels }
+    }
 }
