@@ -357,3 +357,58 @@ fn multi_arch_index_is_rewritten_bottom_up() {
         check_layers(&layout, &m, img, &kek, dir.path());
     }
 }
+
+#[test]
+fn zstd_layers_need_allow_zstd() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("img");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let big = random(50_000);
+    let tar = layer_tar(0, &big);
+    let (ld, ls) = put_blob(&layout, &zstd::encode_all(&tar[..], 3).unwrap());
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]}});
+    let (cd, cs) = put_blob(&layout, &serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": ld, "size": ls}]});
+    let (md, ms) = put_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "z"}}]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let (kek_path, kek) = keygen(dir.path(), "kek");
+    let k = kek_path.to_str().unwrap();
+    let l = layout.to_str().unwrap();
+
+    let out = ctl(&["image", "encrypt", "--kek", k, "--kid", KID, l]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-zstd"));
+    encrypt(&["--kek", k, "--kid", KID, "--allow-zstd", l]);
+    let (_, m) = manifest_for(&layout, "z");
+    let desc = descriptor(&m["layers"][0]);
+    assert_eq!(
+        desc.media_type,
+        "application/vnd.oci.image.layer.v1.tar+zstd+encrypted"
+    );
+    let dest = dir.path().join("u");
+    unpack(
+        &desc,
+        &sha256(&tar),
+        &read_blob(&layout, &desc.digest),
+        &keys(KID, &kek),
+        &dest,
+    )
+    .unwrap();
+    check_files(&dest, 0, &big);
+}

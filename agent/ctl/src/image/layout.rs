@@ -45,6 +45,10 @@ pub struct EncryptOptions {
     pub recipients: Vec<Recipient>,
     /// Annotation suffix: `org.opencontainers.image.enc.keys.provider.<name>`.
     pub provider_name: String,
+    /// Encrypt zstd layers too. Upstream image-rs knows only `tar+encrypted` and
+    /// `tar+gzip+encrypted` (`image-rs/src/decrypt.rs` `Decryptor::from_media_type`), so by
+    /// default a zstd layer is an error; Cocoon's guest decrypts `tar+zstd+encrypted`.
+    pub allow_zstd: bool,
 }
 
 /// What one encrypted image manifest became.
@@ -290,7 +294,18 @@ impl Encryptor<'_> {
     }
 
     fn encrypt_layer(&mut self, layer: &Value) -> Result<Option<Value>, ImageError> {
-        let Some(new_mt) = encrypted_media_type(media_type(layer))? else {
+        let mt = media_type(layer);
+        if !self.opts.allow_zstd
+            && (mt == spec::MEDIA_TYPE_TAR_ZSTD || mt == spec::MEDIA_TYPE_ND_TAR_ZSTD)
+        {
+            return Err(ImageError::Layout(format!(
+                "layer {}: {mt}: upstream CoCo cannot decrypt encrypted zstd layers; \
+                 recompress with gzip (skopeo copy --dest-compress-format gzip) or pass \
+                 --allow-zstd (Cocoon's guest only)",
+                digest_of(layer)?
+            )));
+        }
+        let Some(new_mt) = encrypted_media_type(mt)? else {
             return Ok(None);
         };
         let digest = digest_of(layer)?.to_owned();

@@ -89,6 +89,10 @@ pub enum ImageCommand {
         /// Annotation `org.opencontainers.image.enc.keys.provider.<NAME>`.
         #[arg(long, default_value = spec::DEFAULT_PROVIDER_NAME)]
         provider_name: String,
+        /// Encrypt zstd layers too (`tar+zstd+encrypted`: Cocoon's guest decrypts them,
+        /// upstream image-rs does not).
+        #[arg(long)]
+        allow_zstd: bool,
         /// The OCI layout directory (`DIR` or `oci:DIR`, or `oci:DIR:TAG` for `--tag TAG`).
         layout: String,
     },
@@ -124,6 +128,7 @@ pub fn run(cmd: &ImageCommand) -> Result<(), ImageError> {
             tags,
             layers,
             provider_name,
+            allow_zstd,
             layout: arg,
         } => {
             let (layout, tag) = parse_layout_arg(arg);
@@ -145,6 +150,7 @@ pub fn run(cmd: &ImageCommand) -> Result<(), ImageError> {
                 kbs,
                 recipients,
                 provider_name: provider_name.clone(),
+                allow_zstd: *allow_zstd,
             };
             let report = layout::encrypt_layout(&opts)?;
             let text = serde_json::to_string_pretty(&report)
