@@ -412,3 +412,45 @@ fn zstd_layers_need_allow_zstd() {
     .unwrap();
     check_files(&dest, 0, &big);
 }
+
+#[test]
+fn in_place_keeps_blobs_another_tag_still_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("img");
+    let img = make_layout(&layout, "a", false);
+    // Tag "b" names the same (plaintext) manifest.
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut b = index["manifests"][0].clone();
+    b["annotations"]["org.opencontainers.image.ref.name"] = "b".into();
+    index["manifests"].as_array_mut().unwrap().push(b);
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let (kek_path, kek) = keygen(dir.path(), "kek");
+    let report = encrypt(&[
+        "--kek",
+        kek_path.to_str().unwrap(),
+        "--kid",
+        KID,
+        "--tag",
+        "a",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(report["removed"].as_array().unwrap().is_empty());
+    let (_, m) = manifest_for(&layout, "a");
+    check_layers(&layout, &m, &img, &kek, dir.path());
+    let (bd, bm) = manifest_for(&layout, "b");
+    assert_eq!(bd, img.manifest_digest);
+    for (l, d) in bm["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&img.layer_digests)
+    {
+        assert_eq!(l["digest"], d.as_str());
+        read_blob(&layout, d);
+    }
+}

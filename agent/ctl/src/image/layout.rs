@@ -118,6 +118,12 @@ fn check_digest(digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
 /// Removes a temporary file unless it was kept.
 struct TempFile(Option<PathBuf>);
 
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
@@ -159,7 +165,7 @@ impl Store {
         let path = self.dst.join(blob_rel(&digest)?);
         if !path.exists() {
             let tmp = TempFile(Some(self.temp()));
-            let t = tmp.0.as_deref().unwrap_or(Path::new(""));
+            let t = tmp.path();
             std::fs::write(t, bytes).map_err(|e| ImageError::io(t, e))?;
             persist(tmp, &path)?;
             self.created.push(path);
@@ -177,7 +183,7 @@ impl Store {
         let src = self.path(digest)?;
         let input = File::open(&src).map_err(|e| ImageError::io(&src, e))?;
         let tmp = TempFile(Some(self.temp()));
-        let t = tmp.0.clone().unwrap_or_default();
+        let t = tmp.path().to_owned();
         let out = File::create(&t).map_err(|e| ImageError::io(&t, e))?;
         let mut w = BufWriter::new(out);
         let r = keywrap::encrypt_stream(secret, BufReader::new(input), &mut w)
@@ -511,23 +517,16 @@ fn reachable(store: &Store, index: &Value) -> Result<BTreeSet<String>, ImageErro
         if !json_kind {
             continue;
         }
-        let Ok(body) = store.read_verified(&digest).and_then(|b| {
-            serde_json::from_slice::<Value>(&b).map_err(|_| ImageError::Layout(String::new()))
-        }) else {
-            continue;
-        };
+        let body: Value = serde_json::from_slice(&store.read_verified(&digest)?)
+            .map_err(|e| ImageError::Layout(format!("{digest}: not JSON: {e}")))?;
         for key in ["manifests", "layers"] {
             if let Some(a) = body.get(key).and_then(Value::as_array) {
                 todo.extend(a.iter().cloned());
             }
         }
-        for key in ["config", "subject"] {
-            if let Some(c) = body.get(key) {
-                if let Ok(d) = digest_of(c) {
-                    // Leaf blobs: never parsed.
-                    seen.insert(d.to_owned());
-                }
-            }
+        if let Some(c) = body.get("config") {
+            // A leaf blob: never parsed.
+            seen.insert(digest_of(c)?.to_owned());
         }
     }
     Ok(seen)
@@ -682,7 +681,12 @@ fn finish(
         write_atomic(&dst.join("index.json"), &bytes)?;
     } else {
         write_atomic(index_path, &bytes)?;
-        let keep = reachable(&store, &new_index)?;
+        // Something in the layout we cannot read might still use a replaced blob: then
+        // remove nothing.
+        let keep = match reachable(&store, &new_index) {
+            Ok(k) => k,
+            Err(_) => return Ok(report),
+        };
         for digest in &enc.replaced {
             if keep.contains(digest) {
                 continue;
