@@ -238,3 +238,92 @@ fn provider_name_and_refusals() {
     );
     fails(&[], &two, "one KEK per image");
 }
+
+/// The whole path skopeo with a key-provider-capable ocicrypt takes (`encryption.go`):
+/// encrypt the layer (here with the openssl CLI), marshal the private options, call the
+/// `cmd` provider with them, base64 its `annotation` into
+/// `org.opencontainers.image.enc.keys.provider.attestation-agent`; then the guest pulls.
+#[test]
+fn as_an_ocicrypt_driver_would_use_it() {
+    if !have("openssl") {
+        skip_or_fail("openssl not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (kek_path, kek) = keygen(dir.path(), "kek");
+    let big = random(100_000);
+    let blob = gzip(&layer_tar(0, &big));
+    let (symkey, nonce) = (random(32), random(16));
+    let plain = dir.path().join("plain");
+    let cipher = dir.path().join("cipher");
+    std::fs::write(&plain, &blob).unwrap();
+    let run_openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    run_openssl(&[
+        "enc",
+        "-aes-256-ctr",
+        "-nosalt",
+        "-K",
+        &hex::encode(&symkey),
+        "-iv",
+        &hex::encode(&nonce),
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        cipher.to_str().unwrap(),
+    ]);
+    let mac = run_openssl(&[
+        "dgst",
+        "-sha256",
+        "-mac",
+        "HMAC",
+        "-macopt",
+        &format!("hexkey:{}", hex::encode(&symkey)),
+        "-binary",
+        cipher.to_str().unwrap(),
+    ]);
+    let encrypted = std::fs::read(&cipher).unwrap();
+    let privopts = format!(
+        r#"{{"symkey":"{}","digest":"{}","cipheroptions":{{"nonce":"{}"}}}}"#,
+        b64(&symkey),
+        sha256(&blob),
+        b64(&nonce)
+    );
+    let params = format!("keyid={KID}::keypath={}", kek_path.display());
+    let answer = run(&[], &go_keywrap(&params, privopts.as_bytes()));
+    let packet = B64
+        .decode(answer["keywrapresults"]["annotation"].as_str().unwrap())
+        .unwrap();
+    let desc = cocoon_image_pull::LayerDescriptor {
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip+encrypted".into(),
+        digest: sha256(&encrypted),
+        size: encrypted.len() as u64,
+        annotations: BTreeMap::from([
+            (PROVIDER_ANN.to_owned(), b64(&packet)),
+            (
+                spec::ANNOTATION_PUBOPTS.to_owned(),
+                b64(format!(
+                    r#"{{"cipher":"AES_256_CTR_HMAC_SHA256","hmac":"{}","cipheroptions":{{}}}}"#,
+                    b64(&mac)
+                )
+                .as_bytes()),
+            ),
+        ]),
+    };
+    let dest = dir.path().join("rootfs");
+    unpack(
+        &desc,
+        &sha256(&layer_tar(0, &big)),
+        &encrypted,
+        &keys(KID, &kek),
+        &dest,
+    )
+    .unwrap();
+    check_files(&dest, 0, &big);
+}
