@@ -66,8 +66,9 @@ enum CtlCommand {
         #[command(subcommand)]
         command: cocoon_ctl::image::ImageCommand,
     },
-    /// An ocicrypt key provider (`cmd` protocol: one JSON request on stdin, the answer on
-    /// stdout) that wraps layer keys under a KEK as CoCo annotation packets. ocicrypt.conf:
+    /// An ocicrypt `cmd` key provider: layer keys wrapped under a KEK as CoCo packets.
+    ///
+    /// One JSON request on stdin, the answer on stdout. ocicrypt.conf:
     /// `{"key-providers":{"attestation-agent":{"cmd":{"path":"/usr/bin/cocoon-ctl","args":["keyprovider"]}}}}`,
     /// then `--encryption-key provider:attestation-agent:keyid=kbs:///default/key/1::keypath=/path/kek`.
     Keyprovider {
