@@ -7,7 +7,8 @@
 //! Answer: `{"keywrapresults":{"annotation":<bytes>}}` / `{"keyunwrapresults":{"optsdata":<bytes>}}`.
 //!
 //! `<bytes>`: Go's `encoding/json` writes `[]byte` as a standard-base64 string and reads a
-//! base64 string or an integer array; the Rust CoCo services (coco_keyprovider, ocicrypt-rs)
+//! base64 string or an integer array (skopeo works with upstream coco_keyprovider, whose
+//! answers are serde `Vec<u8>` arrays); the Rust CoCo services (coco_keyprovider, ocicrypt-rs)
 //! write `Vec<u8>` as an integer array, and ocicrypt-rs's wrap request sends `optsdata` as
 //! the private options' JSON text itself. We read all three and answer base64 strings (Go's
 //! own form) unless told to write arrays (ocicrypt-rs reads only arrays).
