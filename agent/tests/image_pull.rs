@@ -204,9 +204,13 @@ fn guest_pull_encrypted_images_run_and_failures_leave_nothing() {
         output: Some(enc_dir.clone()),
         tags: vec![],
         layers: vec![],
-        kek: cocoon_ctl::image::keywrap::Kek::from_bytes(&kek).unwrap(),
-        kid: KEK_ID.to_owned(),
+        kbs: Some((
+            cocoon_ctl::image::keywrap::Kek::from_bytes(&kek).unwrap(),
+            KEK_ID.to_owned(),
+        )),
+        recipients: vec![],
         provider_name: "attestation-agent".to_owned(),
+        allow_zstd: true,
     })
     .unwrap();
     let provider = format!("{}/test/app:provider", reg.addr);
