@@ -140,4 +140,10 @@ else
 fi
 echo "KERNEL_SRC=$SDIR/linux-source-6.12" >>"$BUILD/kernel/env"
 
+# TEST ONLY fake SEV-SNP devices for the guest kernel (tests/qemu/README.md, "fake-tee"):
+# Debian's headers for $KVER, gcc, two modules, a test modules directory. Quick when built.
+if [ -z "${COCOON_SKIP_FAKE_TEE:-}" ]; then
+    bash "$ROOT/tests/qemu/fake-tee/build.sh" >/dev/null
+fi
+
 log "done (kernel $KVER; configs in $CDIR)"
