@@ -39,14 +39,14 @@ struct Meta {
     mode: u32,
     uid: u64,
     gid: u64,
-    mtime: i64,
+    mtime: Timespec,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct DeferredDir {
     comps: Vec<Vec<u8>>,
     mode: u32,
-    mtime: i64,
+    mtime: Timespec,
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -148,15 +148,35 @@ fn make_room(
     }
 }
 
-fn ts(mtime: i64) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
+fn ts(mtime: Timespec) -> Timestamps {
     Timestamps {
-        last_access: t,
-        last_modification: t,
+        last_access: mtime,
+        last_modification: mtime,
     }
+}
+
+/// A PAX time record (`mtime=1650000000.25`): seconds and nanoseconds, as Go's
+/// archive/tar (umoci, containerd) reads it; digits past the ninth are dropped.
+fn pax_time(value: &[u8]) -> Option<Timespec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let negative = whole.starts_with('-');
+    let mut sec: i64 = whole.parse().ok()?;
+    let mut nsec: i64 = 0;
+    for (i, d) in frac.bytes().take(9).enumerate() {
+        nsec += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
+    }
+    if negative && nsec > 0 {
+        sec = sec.checked_sub(1)?;
+        nsec = 1_000_000_000 - nsec;
+    }
+    Some(Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    })
 }
 
 fn ids(meta: &Meta, shown: &str) -> Result<(Uid, Gid), Failure> {
@@ -265,7 +285,10 @@ pub(crate) fn unpack(
             mode: header.mode().map_err(corrupt)?,
             uid: header.uid().map_err(corrupt)?,
             gid: header.gid().map_err(corrupt)?,
-            mtime: i64::try_from(header.mtime().map_err(corrupt)?).unwrap_or(i64::MAX),
+            mtime: Timespec {
+                tv_sec: i64::try_from(header.mtime().map_err(corrupt)?).unwrap_or(i64::MAX),
+                tv_nsec: 0,
+            },
             xattrs: Vec::new(),
         };
         let dev = (
@@ -293,7 +316,7 @@ pub(crate) fn unpack(
                         .and_then(|n| u64::try_from(n).ok())
                         .unwrap_or(meta.gid);
                 } else if key == "mtime" {
-                    meta.mtime = num().unwrap_or(meta.mtime);
+                    meta.mtime = pax_time(value).unwrap_or(meta.mtime);
                 }
             }
         }
@@ -504,4 +527,21 @@ pub(crate) fn unpack(
             .map_err(|e| Failure::io("chmod", shown_root, errno(e)))?;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_time;
+
+    #[test]
+    fn pax_times_keep_nanoseconds() {
+        let t = |s: &str| pax_time(s.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
+        assert_eq!(t("1650000000"), Some((1_650_000_000, 0)));
+        assert_eq!(t("1650000000.25"), Some((1_650_000_000, 250_000_000)));
+        assert_eq!(t("1.1234567891"), Some((1, 123_456_789)));
+        assert_eq!(t("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(t("-0.25"), Some((-1, 750_000_000)));
+        assert_eq!(t("12x"), None);
+        assert_eq!(t("1.2e3"), None);
+    }
 }
