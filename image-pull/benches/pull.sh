@@ -17,14 +17,14 @@
 #
 # Usage: image-pull/benches/pull.sh [RUNS]   (env SIZE_MIB=1024, BENCH_DIR=/dev/shm/...)
 # Needs root (umoci unpack and our unpack keep owners), docker-registry, skopeo, umoci,
-# openssl, python3.
+# openssl, python3, GNU time (/usr/bin/time, for CPU seconds).
 set -euo pipefail
 
 RUNS=${1:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-for t in docker-registry skopeo umoci openssl python3 gzip; do
+for t in docker-registry skopeo umoci openssl python3 gzip /usr/bin/time; do
     command -v "$t" >/dev/null || { echo "pull.sh: needs $t (scripts/setup.sh)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "pull.sh: needs root (owners are kept)" >&2; exit 1; }
@@ -124,24 +124,29 @@ echo "image: $(ls "$WORK"/tars/*.tar.gz | wc -l) layers, $((tar_bytes >> 20)) Mi
     "$((gz_bytes >> 20)) MiB gzip (then encrypted); output on $(df --output=fstype "$OUT" | tail -1)" >&2
 
 : >"$WORK/ours" >"$WORK/ours1" >"$WORK/rss" >"$WORK/rss1" >"$WORK/floor" >"$WORK/floor3"
-: >"$WORK/skopeo" >"$WORK/umoci" >"$WORK/both"
+: >"$WORK/skopeo" >"$WORK/umoci" >"$WORK/both" >"$WORK/cpu" >"$WORK/cpu1" >"$WORK/cpu_floor"
+: >"$WORK/cpu_skopeo" >"$WORK/cpu_umoci"
 for run in $(seq "$RUNS"); do
     echo "run $run/$RUNS ..." >&2
     for jobs in 3 1; do
         rm -rf "$OUT/store"
         t0=$(now)
-        "$PULL" --insecure "127.0.0.1:$port" --key "$WORK/key.pem" --jobs "$jobs" \
+        /usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" \
+            "$PULL" --insecure "127.0.0.1:$port" --key "$WORK/key.pem" --jobs "$jobs" \
             --store "$OUT/store" "$IMAGE" >"$WORK/pull.json"
         t1=$(now)
         suffix=$([ "$jobs" = 1 ] && echo 1 || true)
         awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}' >>"$WORK/ours$suffix"
         python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["peak_rss_kib"])' \
             "$WORK/pull.json" >>"$WORK/rss$suffix"
+        awk '{print $1+$2}' "$WORK/cpu.txt" >>"$WORK/cpu$suffix"
         rm -rf "$OUT/store"
     done
 
     t0=$(now)
-    for f in "$WORK"/tars/layer-*.tar.gz; do gzip -dc "$f" >/dev/null; done
+    /usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" \
+        sh -c 'for f in "$@"; do gzip -dc "$f" >/dev/null; done' sh "$WORK"/tars/layer-*.tar.gz
+    awk '{print $1+$2}' "$WORK/cpu.txt" >>"$WORK/cpu_floor"
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}' >>"$WORK/floor"
     t0=$(now)
@@ -151,11 +156,15 @@ for run in $(seq "$RUNS"); do
 
     rm -rf "$OUT/layout" "$OUT/bundle"
     t0=$(now)
-    skopeo copy --quiet --src-tls-verify=false --decryption-key "$WORK/key.pem" \
+    /usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" \
+        skopeo copy --quiet --src-tls-verify=false --decryption-key "$WORK/key.pem" \
         "docker://$IMAGE" "oci:$OUT/layout:enc"
     t1=$(now)
-    umoci unpack --image "$OUT/layout:enc" "$OUT/bundle" >/dev/null
+    awk '{print $1+$2}' "$WORK/cpu.txt" >>"$WORK/cpu_skopeo"
+    /usr/bin/time -f '%U %S' -o "$WORK/cpu.txt" \
+        umoci unpack --image "$OUT/layout:enc" "$OUT/bundle" >/dev/null
     t2=$(now)
+    awk '{print $1+$2}' "$WORK/cpu.txt" >>"$WORK/cpu_umoci"
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}' >>"$WORK/skopeo"
     awk -v a="$t1" -v b="$t2" 'BEGIN {print b-a}' >>"$WORK/umoci"
     awk -v a="$t0" -v b="$t2" 'BEGIN {print b-a}' >>"$WORK/both"
@@ -193,6 +202,9 @@ printf '       >= 2x faster than skopeo+umoci: %s (%sx)\n' \
     "$(ratio "$both" "$ours")"
 printf '       peak RSS <= 64 MiB: %s (%s KiB)\n' \
     "$(awk -v r="$rss" 'BEGIN {print (r <= 65536) ? "met" : "MISSED"}')" "$rss"
-for f in ours ours1 floor floor3 skopeo umoci both rss rss1; do
+printf '\nCPU seconds (user+sys), medians: ours %s, ours --jobs 1 %s, gzip -dc %s, skopeo %s, umoci %s\n' \
+    "$(median <"$WORK/cpu")" "$(median <"$WORK/cpu1")" "$(median <"$WORK/cpu_floor")" \
+    "$(median <"$WORK/cpu_skopeo")" "$(median <"$WORK/cpu_umoci")"
+for f in ours ours1 floor floor3 skopeo umoci both rss rss1 cpu cpu1 cpu_floor cpu_skopeo cpu_umoci; do
     printf '%-7s %s\n' "$f:" "$(tr '\n' ' ' <"$WORK/$f")"
 done
