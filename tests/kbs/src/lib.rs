@@ -18,4 +18,5 @@ pub mod jwe;
 pub mod kbs;
 pub mod policy;
 pub mod protocol;
+pub mod snp;
 pub mod token;

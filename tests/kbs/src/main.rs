@@ -21,8 +21,9 @@ use cocoon_test_kbs::protocol::{DEFAULT_SESSION_TTL_SECS, DEFAULT_TOKEN_LEEWAY_S
 enum AcceptEvidence {
     /// Trustee's sample verifier (tee `sample`).
     Sample,
-    /// Reserved: SEV-SNP reports checked in a test mode (no AMD chain). Not implemented yet;
-    /// the double refuses to start with it.
+    /// TEST MODE: SEV-SNP evidence (tee `snp`) whose report data is the binding; the
+    /// report's SIGNATURE, certificate chain, TCB and HOST_DATA are NOT VERIFIED. For the
+    /// fake SEV-SNP devices of tests/qemu/fake-tee only.
     SnpTest,
 }
 
@@ -74,7 +75,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let evidence = match cli.accept_evidence {
         AcceptEvidence::Sample => Evidence::Sample,
-        AcceptEvidence::SnpTest => bail!("--accept-evidence snp-test is not implemented yet"),
+        AcceptEvidence::SnpTest => {
+            eprintln!(
+                "cocoon-test-kbs: WARNING: --accept-evidence snp-test: SEV-SNP report \
+                 signatures are NOT verified (test mode; only report data is checked)"
+            );
+            Evidence::SnpTestNoSignature
+        }
     };
     if !cli.resources.is_dir() {
         bail!("--resources {}: not a directory", cli.resources.display());
