@@ -13,6 +13,9 @@ use crate::tree::{Tree, TreeError};
 
 /// Guest path of the default agent policy (upstream Kata's).
 pub const POLICY_PATH: &str = "/etc/kata-opa/default-policy.rego";
+/// Guest path of a baked-in agent config (TOML); the kernel command line names it with
+/// `agent.config_file=/etc/cocoon/agent.toml`.
+pub const AGENT_CONFIG_PATH: &str = "/etc/cocoon/agent.toml";
 /// Guest path of the CA bundle.
 pub const CA_CERTS_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Guest path of busybox.
@@ -45,6 +48,8 @@ pub struct ContentSpec {
     pub policy: Option<PathBuf>,
     pub ca_certs: Option<PathBuf>,
     pub busybox: Option<PathBuf>,
+    /// An agent config file (TOML) installed at [`AGENT_CONFIG_PATH`].
+    pub agent_config: Option<PathBuf>,
 }
 
 /// Facts about the content worth reporting next to the manifest.
@@ -177,6 +182,9 @@ pub fn build(spec: &ContentSpec) -> Result<(Tree, ContentInfo), ContentError> {
     }
     if let Some(p) = &spec.ca_certs {
         t.file(CA_CERTS_PATH, read(p)?, 0o644)?;
+    }
+    if let Some(p) = &spec.agent_config {
+        t.file(AGENT_CONFIG_PATH, read(p)?, 0o644)?;
     }
     if let Some(p) = &spec.busybox {
         t.file(BUSYBOX_PATH, read(p)?, 0o755)?;

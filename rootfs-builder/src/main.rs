@@ -76,6 +76,11 @@ struct ContentArgs {
     /// A static busybox, installed as /bin/busybox with applet links (debug console).
     #[arg(long, value_name = "PATH")]
     busybox: Option<PathBuf>,
+    /// An agent config (TOML), installed as /etc/cocoon/agent.toml (name it on the kernel
+    /// command line with agent.config_file=/etc/cocoon/agent.toml). It is measured with
+    /// the initrd, so what it says (the KBS, registries) is attested.
+    #[arg(long, value_name = "FILE")]
+    agent_config: Option<PathBuf>,
 }
 
 impl ContentArgs {
@@ -91,6 +96,7 @@ impl ContentArgs {
             policy: self.policy.clone(),
             ca_certs: self.ca_certs.clone(),
             busybox: self.busybox.clone(),
+            agent_config: self.agent_config.clone(),
         }
     }
 }
