@@ -45,6 +45,8 @@ pub const ENV_FORCE_CONFIDENTIAL: &str = "COCOON_POLICY_CONFIDENTIAL";
 const MAX_COLUMNS: u32 = 64 * 1024;
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 const MAX_LINES: usize = 200_000;
+/// Compiled regexes kept across evaluations.
+const REGEX_CACHE: usize = 2048;
 
 /// Every method of `grpc.AgentService` and the rule that checks it: its request
 /// message's name (ReadStdout and ReadStderr share `ReadStreamRequest`).
@@ -188,6 +190,30 @@ pub fn allow_all_rego() -> String {
     text
 }
 
+/// Where [`hoist_policy_data`] puts genpolicy's data document (outside the package).
+const HOISTED_KEY: &str = "cocoon_policy_data";
+
+/// genpolicy ends a policy with `policy_data := {...}`, one JSON literal of the pod's
+/// data (tens of kB). regorus builds a rule's literal anew on every evaluation (some
+/// 50 µs for a small pod, on every request); as data it costs nothing. When the policy
+/// ends with such a statement whose right side is plain JSON (so its value is exactly
+/// that JSON), the rule becomes `policy_data := data.cocoon_policy_data` and the JSON is
+/// returned to be added as that data. Anything else is left as it is.
+fn hoist_policy_data(text: &str) -> (std::borrow::Cow<'_, str>, Option<Json>) {
+    const RULE: &str = "\npolicy_data := ";
+    let Some(at) = text.rfind(RULE) else {
+        return (text.into(), None);
+    };
+    let literal = &text[at + RULE.len()..];
+    match serde_json::from_str::<Json>(literal) {
+        Ok(value @ Json::Object(_)) => {
+            let rewritten = format!("{}{RULE}data.{HOISTED_KEY}\n", &text[..at]);
+            (rewritten.into(), Some(value))
+        }
+        _ => (text.into(), None),
+    }
+}
+
 fn load_error(origin: &str, e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Load {
         origin: origin.to_string(),
@@ -200,11 +226,19 @@ impl Loaded {
     /// the result can be evaluated: a policy that cannot is refused now, not at the
     /// first request.
     fn new(origin: &str, modules: &[(&str, &str)]) -> Result<Loaded, PolicyError> {
+        // Compiled regexes are kept across evaluations (genpolicy's rules build their
+        // patterns per container and mount: more than regorus' default 256).
+        regorus::cache::configure(regorus::cache::Config {
+            regex: REGEX_CACHE,
+            glob: 0,
+        });
         let mut engine = Engine::new();
         // Rego v1, regorus' default and so upstream's (genpolicy's rules import
         // `future.keywords`, which v1 accepts).
         engine.set_strict_builtin_errors(false);
-        engine.set_gather_prints(true);
+        // Prints are gathered only when asked for (see `eval`); without regorus' `std`
+        // feature an ungathered print costs nothing (with it, it goes to stderr).
+        engine.set_gather_prints(false);
         let (Some(cols), Some(bytes), Some(lines)) = (
             std::num::NonZeroU32::new(MAX_COLUMNS),
             std::num::NonZeroUsize::new(MAX_BYTES),
@@ -217,9 +251,14 @@ impl Loaded {
             max_file_bytes: bytes,
             max_lines: lines,
         });
+        let mut data = serde_json::json!({ "pstate": {} });
         for (name, text) in modules {
+            let (text, hoisted) = hoist_policy_data(text);
+            if let Some(value) = hoisted {
+                data[HOISTED_KEY] = value;
+            }
             let package = engine
-                .add_policy(name.to_string(), text.to_string())
+                .add_policy(name.to_string(), text.into_owned())
                 .map_err(|e| load_error(origin, format!("{e:#}")))?;
             if package != "data.agent_policy" {
                 return Err(load_error(
@@ -229,7 +268,7 @@ impl Loaded {
             }
         }
         engine
-            .add_data(regorus::Value::from(serde_json::json!({ "pstate": {} })))
+            .add_data(regorus::Value::from(data))
             .map_err(|e| load_error(origin, format!("{e:#}")))?;
         // Compiles the policy (a broken one fails here, not at the first request) and
         // reads upstream's debugging switch; undefined is false.
@@ -253,50 +292,48 @@ impl Loaded {
         Ok(loaded)
     }
 
+    /// Evaluates `rule` once; with `gather`, also returns its print output.
+    fn run(&mut self, rule: &str, gather: bool) -> (Result<regorus::Value, String>, String) {
+        self.engine.set_gather_prints(gather);
+        let value = self
+            .engine
+            .eval_rule(format!("data.agent_policy.{rule}"))
+            .map_err(|e| format!("evaluating {rule}: {e:#}"));
+        let prints = if gather {
+            match self.engine.take_prints() {
+                Ok(p) => p.join(" "),
+                Err(e) => format!("(print output lost: {e})"),
+            }
+        } else {
+            String::new()
+        };
+        self.engine.set_gather_prints(false);
+        (value, prints)
+    }
+
     /// Evaluates `rule` on `input`; `Err` says what went wrong (a denial to callers).
-    fn eval(&mut self, rule: &str, input: Json) -> Result<Decision, String> {
+    ///
+    /// Formatting prints is most of the cost of genpolicy's rules (they print the whole
+    /// input many times), so the first pass runs without them; a denial is evaluated
+    /// again with them for its message (same input and state: same verdict).
+    fn eval(&mut self, rule: &str, input: Json, prints: Prints) -> Result<Decision, String> {
         self.engine.set_input(regorus::Value::from(input));
-        let result = self.engine.eval_rule(format!("data.agent_policy.{rule}"));
-        let prints = match self.engine.take_prints() {
-            Ok(p) => p.join(" "),
-            Err(e) => format!("(print output lost: {e})"),
-        };
-        let value = result.map_err(|e| join(format!("evaluating {rule}: {e:#}"), &prints))?;
-        let (allowed, ops) = match value {
-            regorus::Value::Bool(b) => (b, None),
-            regorus::Value::Undefined => {
-                return Err(join(format!("{rule} is undefined in the policy"), &prints))
-            }
-            regorus::Value::Object(_) => {
-                let json = serde_json::to_value(&value)
-                    .map_err(|e| join(format!("{rule}'s result: {e}"), &prints))?;
-                let allowed = json["allowed"].as_bool().ok_or_else(|| {
-                    join(format!("{rule}'s result has no boolean `allowed`"), &prints)
-                })?;
-                let ops = match &json["ops"] {
-                    Json::Null => None,
-                    ops => Some(
-                        serde_json::from_value::<json_patch::Patch>(ops.clone()).map_err(|e| {
-                            join(format!("{rule}'s ops are not a JSON patch: {e}"), &prints)
-                        })?,
-                    ),
-                };
-                (allowed, ops)
-            }
-            other => {
-                return Err(join(
-                    format!("{rule} gave {other}, not a bool or {{allowed, ops}}"),
-                    &prints,
-                ))
-            }
-        };
+        let (value, mut printed) = self.run(rule, prints == Prints::Always);
+        let verdict = value.and_then(|v| verdict(rule, &v));
+        if prints == Prints::OnDenial && !matches!(verdict, Ok((true, _))) {
+            printed = self.run(rule, true).1;
+        }
+        let (allowed, ops) = verdict.map_err(|e| join(e, &printed))?;
         if allowed {
             if let Some(ops) = ops.filter(|o| !o.0.is_empty()) {
                 self.apply(&ops)
-                    .map_err(|e| join(format!("applying {rule}'s ops: {e}"), &prints))?;
+                    .map_err(|e| join(format!("applying {rule}'s ops: {e}"), &printed))?;
             }
         }
-        Ok(Decision { allowed, prints })
+        Ok(Decision {
+            allowed,
+            prints: printed,
+        })
     }
 
     /// Applies a JSON patch to `data`: all of it or, on any error, nothing.
@@ -307,6 +344,45 @@ impl Loaded {
         self.engine
             .add_data(regorus::Value::from(data))
             .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// When a caller wants the policy's print output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prints {
+    /// Only to explain a denial (the request path).
+    OnDenial,
+    /// Never (ReadStdout/ReadStderr: a denial only withholds the data).
+    Never,
+    /// Always (tests, debugging).
+    Always,
+}
+
+/// A rule's value as a verdict: a bool, or `{allowed, ops}`.
+fn verdict(
+    rule: &str,
+    value: &regorus::Value,
+) -> Result<(bool, Option<json_patch::Patch>), String> {
+    match value {
+        regorus::Value::Bool(b) => Ok((*b, None)),
+        regorus::Value::Undefined => Err(format!("{rule} is undefined in the policy")),
+        regorus::Value::Object(_) => {
+            let json = serde_json::to_value(value).map_err(|e| format!("{rule}'s result: {e}"))?;
+            let allowed = json["allowed"]
+                .as_bool()
+                .ok_or_else(|| format!("{rule}'s result has no boolean `allowed`"))?;
+            let ops = match &json["ops"] {
+                Json::Null => None,
+                ops => Some(
+                    serde_json::from_value::<json_patch::Patch>(ops.clone())
+                        .map_err(|e| format!("{rule}'s ops are not a JSON patch: {e}"))?,
+                ),
+            };
+            Ok((allowed, ops))
+        }
+        other => Err(format!(
+            "{rule} gave {other}, not a bool or {{allowed, ops}}"
+        )),
     }
 }
 
@@ -396,15 +472,19 @@ impl Policy {
         self.lock().origin.clone()
     }
 
-    /// Evaluates `rule` on `input` as it is (tests, benchmarks, other front ends).
+    /// Evaluates `rule` on `input` as it is, with the print output (tests, debugging).
     pub fn evaluate(&self, rule: &str, input: Json) -> Result<Decision, Denied> {
         let mut loaded = self.lock();
-        decide(&mut loaded, rule, input)
+        decide(&mut loaded, rule, input, Prints::Always)
     }
 
     /// Checks `input` against `rule`: `Ok` to go on, else why not.
     pub fn check_input(&self, rule: &str, input: Json) -> Result<(), Denied> {
-        let d = self.evaluate(rule, input)?;
+        self.check_input_with(rule, input, Prints::OnDenial)
+    }
+
+    fn check_input_with(&self, rule: &str, input: Json, prints: Prints) -> Result<(), Denied> {
+        let d = decide(&mut self.lock(), rule, input, prints)?;
         if d.allowed {
             Ok(())
         } else {
@@ -423,6 +503,16 @@ impl Policy {
             reason: e.to_string(),
         })?;
         self.check_input(&rule, input)
+    }
+
+    /// ReadStdout/ReadStderr (called in a loop): whether the output may be returned. No
+    /// print output is formatted.
+    pub fn allows_stream_read(&self, req: &cocoon_protocols::agent::ReadStreamRequest) -> bool {
+        let rule = input::rule_name::<cocoon_protocols::agent::ReadStreamRequest>();
+        match input::request(&rule, req) {
+            Ok(input) => self.check_input_with(&rule, input, Prints::Never).is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// CopyFile, checked as upstream's `PolicyCopyFileRequest`.
@@ -454,7 +544,8 @@ impl Policy {
             })
         })?;
         let mut loaded = self.lock();
-        let d = decide(&mut loaded, &rule, input).map_err(SetPolicyError::Denied)?;
+        let d =
+            decide(&mut loaded, &rule, input, Prints::OnDenial).map_err(SetPolicyError::Denied)?;
         if !d.allowed {
             return Err(SetPolicyError::Denied(Denied {
                 rule,
@@ -473,8 +564,13 @@ impl Policy {
 }
 
 /// Evaluates, turning errors into denials (or allows, under `AllowRequestsFailingPolicy`).
-fn decide(loaded: &mut Loaded, rule: &str, input: Json) -> Result<Decision, Denied> {
-    match loaded.eval(rule, input) {
+fn decide(
+    loaded: &mut Loaded,
+    rule: &str,
+    input: Json,
+    prints: Prints,
+) -> Result<Decision, Denied> {
+    match loaded.eval(rule, input, prints) {
         Ok(d) if !d.allowed && loaded.allow_failures => {
             tracing::warn!(
                 rule,

@@ -600,3 +600,40 @@ fn confidential_is_any_sign_of_a_tee() {
         assert!(is_confidential(&p, false), "{verdict:?}");
     }
 }
+
+#[test]
+fn genpolicy_data_is_hoisted_with_the_same_value() {
+    let text = "package agent_policy\n\ndefault GuestDetailsRequest := false\nGuestDetailsRequest if policy_data.allow[_] == \"details\"\n\npolicy_data := {\"allow\": [\"details\"], \"n\": 1.5, \"x\": null}\n";
+    let (rewritten, data) = hoist_policy_data(text);
+    assert!(
+        rewritten.ends_with("\npolicy_data := data.cocoon_policy_data\n"),
+        "{rewritten}"
+    );
+    assert_eq!(
+        data.unwrap(),
+        json!({"allow": ["details"], "n": 1.5, "x": null})
+    );
+    let p = Policy::from_rego("g", text).unwrap();
+    assert!(
+        p.evaluate("GuestDetailsRequest", json!({}))
+            .unwrap()
+            .allowed
+    );
+    // Not plain JSON (a Rego expression): left alone, and still works.
+    let text = "package agent_policy\n\nGuestDetailsRequest if policy_data.n == 2\n\npolicy_data := {\"n\": 1 + 1}\n";
+    let (rewritten, data) = hoist_policy_data(text);
+    assert!(data.is_none());
+    assert_eq!(rewritten, text);
+    let p = Policy::from_rego("g", text).unwrap();
+    assert!(
+        p.evaluate("GuestDetailsRequest", json!({}))
+            .unwrap()
+            .allowed
+    );
+    // State updates keep the hoisted data.
+    let text = "package agent_policy\n\nCreateSandboxRequest := {\"allowed\": true, \"ops\": [{\"op\": \"add\", \"path\": \"/pstate/s\", \"value\": 1}]}\nGuestDetailsRequest if { data.pstate.s == 1; policy_data.ok }\n\npolicy_data := {\"ok\": true}";
+    let p = Policy::from_rego("g", text).unwrap();
+    assert!(p.check_input("GuestDetailsRequest", json!({})).is_err());
+    p.check_input("CreateSandboxRequest", json!({})).unwrap();
+    p.check_input("GuestDetailsRequest", json!({})).unwrap();
+}

@@ -1,0 +1,161 @@
+//! Policy evaluation cost per request, as the agent pays it (request message → upstream's
+//! JSON input → regorus → verdict): genpolicy's `rules.rego` plus a pod's policy data,
+//! side by side with an allow-all policy (the floor: conversion and engine overhead).
+//!
+//! `cargo run --release -p cocoon-agent --example policy-bench -- <genpolicy fixtures dir> [iterations]`
+//! (`agent/benches/policy.sh` runs it on `../shared/fixtures/genpolicy`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use cocoon_agent::policy::Policy;
+use cocoon_protocols::agent::{CreateContainerRequest, ReadStreamRequest};
+use serde_json::{json, Value};
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// genpolicy's layout: the rules, then `policy_data := {...}` (the test pod's containers,
+/// the rest from genpolicy's settings).
+fn generated_policy(dir: &Path) -> anyhow::Result<String> {
+    let rules = std::fs::read_to_string(dir.join("rules.rego"))?;
+    let settings = read_json(&dir.join("genpolicy-settings.json"))?;
+    let ours = read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/genpolicy-busybox-containers.json"),
+    )?;
+    let data = json!({
+        "containers": ours["containers"],
+        "common": settings["common"],
+        "sandbox": settings["sandbox"],
+        "request_defaults": settings["request_defaults"],
+        "devices": settings["devices"],
+        "cluster_config": settings["cluster_config"],
+    });
+    Ok(format!("{rules}\npolicy_data := {data}\n"))
+}
+
+/// Median and 99th percentile of `n` runs of `f`, in µs.
+fn measure(n: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..n / 10 + 1 {
+        f();
+    }
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[n / 2], t[(n * 99) / 100])
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .context("usage: policy-bench <genpolicy dir> [n]")?,
+    );
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+
+    let cases = read_json(&dir.join("testcases/state-execprocess/testcases.json"))?;
+    let create: CreateContainerRequest = serde_json::from_value(cases[0]["request"].clone())?;
+    let read = ReadStreamRequest {
+        container_id: create.container_id.clone(),
+        exec_id: create.container_id.clone(),
+        len: 32 * 1024,
+        ..Default::default()
+    };
+
+    let text = generated_policy(&dir)?;
+    let t = Instant::now();
+    let genpolicy = Policy::from_rego("genpolicy", &text)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let floor = Policy::allow_all()?;
+    // The request must really be allowed by the generated policy (the full path).
+    genpolicy
+        .check(&create)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // ReadStream is denied by genpolicy's defaults (as in a CoCo pod): both verdicts
+    // cost the same evaluation.
+    let read_allowed = genpolicy.allows_stream_read(&read);
+
+    let (g_c, g_c99) = measure(n, || {
+        let _ = genpolicy.check(&create);
+    });
+    let (f_c, f_c99) = measure(n, || {
+        let _ = floor.check(&create);
+    });
+    // A container the policy has not seen: its `ops` are applied (new state), and the
+    // engine prepares the policy again on the next request (counted here).
+    let details = cocoon_protocols::agent::GuestDetailsRequest::default();
+    let mut seq = 0u64;
+    let mut fresh = |p: &Policy| {
+        seq += 1;
+        let mut c = create.clone();
+        c.container_id = format!("{:064x}", seq);
+        let _ = p.check(&c);
+        let _ = p.check(&details);
+    };
+    let (g_s, g_s99) = measure(n / 4 + 1, || fresh(&genpolicy));
+    let (f_s, f_s99) = measure(n / 4 + 1, || fresh(&floor));
+    let (g_r, g_r99) = measure(n * 5, || {
+        let _ = genpolicy.allows_stream_read(&read);
+    });
+    let (f_r, f_r99) = measure(n * 5, || {
+        let _ = floor.allows_stream_read(&read);
+    });
+
+    println!(
+        "policy: genpolicy rules.rego ({} lines) + policy data, {} bytes; loaded in {load_ms:.1} ms",
+        text.lines().count(),
+        text.len()
+    );
+    println!(
+        "{:<24} {:>16} {:>16} {:>8}",
+        "request", "genpolicy µs", "allow-all µs", "ratio"
+    );
+    println!(
+        "{:<24} {:>7.1} (p99 {:>5.0}) {:>7.1} (p99 {:>5.0}) {:>7.1}x",
+        "CreateContainerRequest",
+        g_c,
+        g_c99,
+        f_c,
+        f_c99,
+        g_c / f_c
+    );
+    println!(
+        "{:<24} {:>7.1} (p99 {:>5.0}) {:>7.1} (p99 {:>5.0}) {:>7.1}x",
+        "CreateContainer, new id",
+        g_s,
+        g_s99,
+        f_s,
+        f_s99,
+        g_s / f_s
+    );
+    println!(
+        "{:<24} {:>7.1} (p99 {:>5.0}) {:>7.1} (p99 {:>5.0}) {:>7.1}x",
+        "ReadStreamRequest",
+        g_r,
+        g_r99,
+        f_r,
+        f_r99,
+        g_r / f_r
+    );
+    println!(
+        "(median of {n} / {} / {} runs; CreateContainer allowed, \"new id\" = a container \
+         not seen before plus the next request, ReadStream {})",
+        n / 4 + 1,
+        n * 5,
+        if read_allowed { "allowed" } else { "denied" }
+    );
+    println!(
+        "goals: CreateContainer <= 1000 µs: {}; ReadStream <= 50 µs: {}",
+        if g_c <= 1000.0 { "met" } else { "NOT met" },
+        if g_r <= 50.0 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
