@@ -23,6 +23,7 @@ use ttrpc::r#async::Client;
 use cocoon_protocols::wire;
 
 pub mod image;
+pub mod initdata;
 pub mod run;
 pub mod secret;
 

@@ -66,6 +66,12 @@ enum CtlCommand {
         #[command(subcommand)]
         command: cocoon_ctl::image::ImageCommand,
     },
+    /// initdata for a confidential pod: pack the annotation value and the digests to bind
+    /// (SNP HOST_DATA, TDX MRCONFIGID), or inspect one.
+    Initdata {
+        #[command(subcommand)]
+        command: cocoon_ctl::initdata::InitdataCommand,
+    },
     /// An ocicrypt `cmd` key provider: layer keys wrapped under a KEK as CoCo packets.
     ///
     /// One JSON request on stdin, the answer on stdout. ocicrypt.conf:
@@ -96,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Some(CtlCommand::Secret { command }) => return Ok(cocoon_ctl::secret::run(command)?),
         Some(CtlCommand::Image { command }) => return Ok(cocoon_ctl::image::run(command)?),
+        Some(CtlCommand::Initdata { command }) => return Ok(cocoon_ctl::initdata::run(command)?),
         Some(CtlCommand::Keyprovider {
             provider_name,
             kek,
