@@ -45,6 +45,8 @@ pub mod keys {
     pub const ATTESTER: &str = "agent.attester";
     /// The agent policy (Rego) to start with.
     pub const POLICY_FILE: &str = "agent.policy_file";
+    /// Cocoon's own: an initdata image file (instead of scanning for the device).
+    pub const INITDATA: &str = "agent.initdata";
     pub const CGROUP_NO_V1: &str = "cgroup_no_v1";
     pub const SYSTEMD_UNIFIED_CGROUP_HIERARCHY: &str = "systemd.unified_cgroup_hierarchy";
 
@@ -295,6 +297,9 @@ pub struct AgentConfig {
     pub aa_kbc_params: Option<KbcParams>,
     /// PEM file of the CA that signed an `https://` KBS's certificate.
     pub kbs_cert_file: Option<PathBuf>,
+    /// The same, as PEM text (initdata's `aa.toml` `cert` / `cdh.toml` `kbs_cert`); wins
+    /// over `kbs_cert_file`.
+    pub kbs_cert: Option<String>,
     /// Total time one KBS request may take, retries included (seconds).
     #[serde(with = "seconds")]
     pub kbs_deadline: Duration,
@@ -306,6 +311,9 @@ pub struct AgentConfig {
     #[serde(deserialize_with = "parsed")]
     pub attester: Option<AttesterChoice>,
     pub policy_file: Option<PathBuf>,
+    /// An initdata image (magic, length, gzip'd TOML) to use instead of looking for the
+    /// initdata block device.
+    pub initdata: Option<PathBuf>,
     /// Guest image pull (`[image]`, upstream CDH's key names).
     pub image: ImageSettings,
 }
@@ -401,6 +409,7 @@ impl Default for AgentConfig {
             cgroup_no_v1: String::new(),
             aa_kbc_params: None,
             kbs_cert_file: None,
+            kbs_cert: None,
             kbs_deadline: Duration::from_secs(30),
             sealed_secret_verify: true,
             guest_components_rest_api_addr: std::net::SocketAddr::from((
@@ -409,6 +418,7 @@ impl Default for AgentConfig {
             )),
             attester: None,
             policy_file: None,
+            initdata: None,
             image: ImageSettings::default(),
         }
     }
@@ -541,6 +551,7 @@ impl AgentConfig {
             AA_KBC_PARAMS => self.aa_kbc_params = Some(parse(AA_KBC_PARAMS, value)?),
             ATTESTER => self.attester = Some(parse(ATTESTER, value)?),
             POLICY_FILE => self.policy_file = Some(PathBuf::from(string(POLICY_FILE, value)?)),
+            INITDATA => self.initdata = Some(PathBuf::from(string(INITDATA, value)?)),
             other if other.starts_with("agent.") => {
                 warnings.push(format!("ignoring unknown kernel command-line key {other}"))
             }

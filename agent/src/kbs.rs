@@ -30,6 +30,11 @@ impl Kbs {
     /// no TEE the agent refuses to attest (fail closed), unless the sample attester was
     /// asked for.
     pub fn from_config(config: &AgentConfig, probe: &Probe) -> Kbs {
+        Kbs::with_init_data(config, probe, None)
+    }
+
+    /// [`Kbs::from_config`], sending `init_data` (the initdata TOML) in `attest`.
+    pub fn with_init_data(config: &AgentConfig, probe: &Probe, init_data: Option<String>) -> Kbs {
         let Some(params) = &config.aa_kbc_params else {
             return Kbs::Unavailable("no KBS is configured (agent.aa_kbc_params)".into());
         };
@@ -39,7 +44,10 @@ impl Kbs {
         };
         let mut settings = KbsSettings::new(params.url.clone());
         settings.retry.deadline = config.kbs_deadline;
-        if let Some(path) = &config.kbs_cert_file {
+        settings.init_data = init_data;
+        if let Some(pem) = &config.kbs_cert {
+            settings.ca_cert_pem = Some(pem.clone().into_bytes());
+        } else if let Some(path) = &config.kbs_cert_file {
             match std::fs::read(path) {
                 Ok(pem) => settings.ca_cert_pem = Some(pem),
                 Err(e) => {

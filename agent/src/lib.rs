@@ -19,6 +19,7 @@ pub mod devices;
 pub mod error;
 pub mod image;
 pub mod init;
+pub mod initdata;
 pub mod kbs;
 pub mod logging;
 pub mod mounts;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use cocoon_agent::config::AgentConfig;
 use cocoon_agent::rpc::agent::GuestInfo;
-use cocoon_agent::{attestation, init, logging, reaper, sandbox, server};
+use cocoon_agent::{attestation, init, initdata, logging, reaper, sandbox, server};
 
 #[derive(Parser)]
 #[command(
@@ -81,7 +81,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let loaded = AgentConfig::load(config_file.as_deref(), &cmdline, |k| std::env::var(k).ok())
         .context("reading the agent configuration")?;
-    let config = loaded.config;
+    let mut config = loaded.config;
     let sink = logging::init(config.log_level);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -106,9 +106,14 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
 
     let probe = attestation::probe(config.attester, config_file.is_some());
     tracing::info!("attestation probe: {probe}");
+    // initdata, checked against the hardware binding; a bad or mismatched one stops the
+    // agent before anything listens (fail closed).
+    let initdata = initdata_startup(&mut config, &probe)?;
     // Before anything listens: a policy that does not load stops the agent (fail closed).
-    let policy = std::sync::Arc::new(
-        cocoon_agent::policy::Policy::startup(
+    let policy = std::sync::Arc::new(match initdata.as_ref().and_then(|d| d.initdata.policy()) {
+        Some(rego) => cocoon_agent::policy::Policy::from_rego("initdata policy.rego", rego)
+            .context("loading the agent policy from initdata")?,
+        None => cocoon_agent::policy::Policy::startup(
             config.policy_file.as_deref(),
             cocoon_agent::policy::is_confidential(
                 &probe,
@@ -117,9 +122,13 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
             &cocoon_agent::paths::Paths::from_env(is_init).run_dir,
         )
         .context("loading the agent policy")?,
-    );
+    });
     tracing::info!(policy = policy.origin(), "agent policy loaded");
-    let kbs = cocoon_agent::kbs::Kbs::from_config(&config, &probe);
+    let kbs = cocoon_agent::kbs::Kbs::with_init_data(
+        &config,
+        &probe,
+        initdata.as_ref().map(|d| d.initdata.toml.clone()),
+    );
     if let cocoon_agent::kbs::Kbs::Unavailable(why) = &kbs {
         tracing::info!("no KBS session: {why}");
     }
@@ -150,7 +159,10 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         ));
         let info = GuestInfo {
             init_daemon: is_init,
-            extra_features: vec![attestation::tee_feature(&probe)],
+            extra_features: vec![
+                attestation::tee_feature(&probe),
+                initdata::feature(initdata.as_ref()),
+            ],
         };
         server::serve(
             &config.server_addr,
@@ -171,4 +183,41 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Finds, checks and applies initdata (`agent.initdata`, else the `/dev/vd*` device).
+fn initdata_startup(
+    config: &mut AgentConfig,
+    probe: &cocoon_attester::Probe,
+) -> anyhow::Result<Option<initdata::Found>> {
+    let found = initdata::startup(
+        config.initdata.as_deref(),
+        std::path::Path::new("/dev"),
+        probe,
+    )
+    .context("initdata")?;
+    let Some(found) = found else {
+        tracing::info!("no initdata");
+        return Ok(None);
+    };
+    let d = &found.initdata;
+    match &found.bound {
+        initdata::Bound::Verified { register } => tracing::info!(
+            origin = d.origin,
+            algorithm = d.algorithm.name(),
+            digest = d.digest_hex(),
+            register,
+            "initdata matches the hardware binding"
+        ),
+        initdata::Bound::Unverified { why } => tracing::warn!(
+            origin = d.origin,
+            algorithm = d.algorithm.name(),
+            digest = d.digest_hex(),
+            "initdata is NOT bound to hardware ({why}): used unverified"
+        ),
+    }
+    for note in d.apply(config).context("initdata")? {
+        tracing::info!("{note}");
+    }
+    Ok(Some(found))
 }
