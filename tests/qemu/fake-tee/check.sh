@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# TEST ONLY: boots the guest (as tests/qemu/smoke.sh does: OVMF, TCG, vhost-device-vsock)
+# with an initrd holding the fake SEV-SNP modules, and proves that the attester's real
+# code runs against them inside the VM:
+#
+#   1. the agent loads fake_sev_guest and fake_tsm_sev and its start-up probe finds
+#      SEV-SNP ("attestation probe: ... TEE snp ..."); GetGuestDetails says tee=snp;
+#   2. /dev/sev-guest: a container asks the agent's workload REST API for evidence
+#      (GET /aa/evidence, attestation mode; the KBS address is configured but never
+#      dialled), which the agent makes with SNP_GET_EXT_REPORT: the evidence is Trustee's
+#      SNP shape and its report_data is the container's runtime data;
+#   3. configfs-tsm: a container mounts configfs on /sys/kernel/config and runs
+#      `cocoon-agent attest --attester snp` (no /dev/sev-guest in the container): the
+#      attester falls back to the sev_guest provider, and report_data is ours again.
+#
+#   bash tests/qemu/setup.sh && bash tests/qemu/fake-tee/check.sh
+#
+# Environment: COCOON_AGENT, COCOON_CTL, COCOON_ROOTFS_BUILDER (use given binaries), CHECK_BOOT_TIMEOUT
+# (default 150 s), CHECK_KEEP=1 (keep the work directory).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../../.." && pwd)"
+BUILD="${COCOON_BUILD_DIR:-$ROOT/build}"
+BOOT_TIMEOUT="${CHECK_BOOT_TIMEOUT:-150}"
+VSOCK_PORT=1024
+GUEST_CID=3
+MEM=512M
+
+log() { printf 'fake-tee check: %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+elapsed() { echo $(( $(date +%s) - START )); }
+
+[ -f "$BUILD/kernel/env" ] || die "no $BUILD/kernel/env: run bash tests/qemu/setup.sh first"
+# shellcheck disable=SC1091
+. "$BUILD/kernel/env"
+export PATH="$PATH:$HOME/.cargo/bin"
+for tool in qemu-system-x86_64 vhost-device-vsock; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not installed: run bash tests/qemu/setup.sh first"
+done
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+[ -f "$OVMF_CODE" ] || die "no $OVMF_CODE: run bash tests/qemu/setup.sh first"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/cocoon-fake-tee.XXXXXX")"
+CONSOLE="$WORK/console.log"
+QEMU_PID="" VHOST_PID="" OK=""
+START=$(date +%s)
+
+cleanup() {
+    local rc=$?
+    for pid in $QEMU_PID $VHOST_PID; do kill "$pid" 2>/dev/null || true; done
+    for pid in $QEMU_PID $VHOST_PID; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -z "$OK" ]; then
+        log "console log ($CONSOLE):"
+        if [ -f "$CONSOLE" ]; then sed 's/^/  | /' "$CONSOLE" >&2; else log "  (none)"; fi
+        rc=$(( rc == 0 ? 1 : rc ))
+    fi
+    if [ -n "${CHECK_KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build ------------------------------------------------------------------------------
+cd "$ROOT"
+FAKE_MODULES="$(bash "$HERE/build.sh")"
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+if [ -z "${COCOON_AGENT:-}" ]; then
+    log "building cocoon-agent (release, musl)"
+    cargo build --quiet --release --target x86_64-unknown-linux-musl -p cocoon-agent
+    COCOON_AGENT="$TARGET_DIR/x86_64-unknown-linux-musl/release/cocoon-agent"
+fi
+if [ -z "${COCOON_CTL:-}" ]; then
+    cargo build --quiet -p cocoon-ctl
+    COCOON_CTL="$TARGET_DIR/debug/cocoon-ctl"
+fi
+RB="${COCOON_ROOTFS_BUILDER:-}"
+if [ -z "$RB" ]; then
+    cargo build --quiet -p rootfs-builder
+    RB="$TARGET_DIR/debug/rootfs-builder"
+fi
+
+# With a TEE found, the agent applies its confidential default policy, which refuses a
+# rootfs copied in by CopyFile: this test's containers run under an allow-all policy.
+RULES="AddARPNeighborsRequest AddSwapRequest AddSwapPathRequest CloseStdinRequest
+CopyFileRequest CreateContainerRequest CreateSandboxRequest DestroySandboxRequest
+ExecProcessRequest GetDiagnosticDataRequest GetIPTablesRequest GetMetricsRequest
+GetOOMEventRequest GuestDetailsRequest ListInterfacesRequest ListRoutesRequest
+MemHotplugByProbeRequest OnlineCPUMemRequest PauseContainerRequest PullImageRequest
+ReadStreamRequest RemoveContainerRequest RemoveStaleVirtiofsShareMountsRequest
+ReseedRandomDevRequest ResizeVolumeRequest ResumeContainerRequest SetGuestDateTimeRequest
+SetIPTablesRequest SetPolicyRequest SignalProcessRequest StartContainerRequest
+StatsContainerRequest TtyWinResizeRequest UpdateContainerRequest
+UpdateEphemeralMountsRequest UpdateInterfaceRequest UpdateRoutesRequest
+VolumeStatsRequest WaitProcessRequest WriteStreamRequest"
+{ echo "package agent_policy"; for r in $RULES; do echo "default $r := true"; done; } >"$WORK/allow-all.rego"
+
+log "building the TEST initrd with fake_sev_guest and fake_tsm_sev"
+"$RB" initrd --agent "$COCOON_AGENT" --kernel-modules "$FAKE_MODULES" \
+    --module fake_sev_guest --module fake_tsm_sev --policy "$WORK/allow-all.rego" \
+    -o "$WORK/initrd.img" --manifest "$WORK/manifest.json" >/dev/null
+grep -q fake_sev_guest "$WORK/manifest.json" || die "fake_sev_guest is not in the initrd"
+
+# --- boot -------------------------------------------------------------------------------
+START=$(date +%s)
+vhost-device-vsock --guest-cid "$GUEST_CID" --socket "$WORK/vhost.sock" \
+    --uds-path "$WORK/vsock.sock" >"$WORK/vhost.log" 2>&1 &
+VHOST_PID=$!
+for _ in $(seq 1 100); do [ -S "$WORK/vhost.sock" ] && break; sleep 0.1; done
+[ -S "$WORK/vhost.sock" ] || die "vhost-device-vsock did not create its socket"
+
+cp "$OVMF_VARS" "$WORK/OVMF_VARS.fd"
+# A KBS address that is never dialled: the REST API's evidence route needs none, but the
+# agent serves the API only with a KBS configured.
+CMDLINE="console=ttyS0 agent.log=debug panic=1 agent.aa_kbc_params=cc_kbc::http://127.0.0.1:9 agent.guest_components_rest_api=attestation agent.policy_file=/etc/kata-opa/default-policy.rego"
+qemu-system-x86_64 \
+    -machine q35,accel=tcg,memory-backend=mem -cpu max -smp 1 -m "$MEM" \
+    -object memory-backend-memfd,id=mem,size="$MEM",share=on \
+    -drive if=pflash,format=raw,unit=0,file="$OVMF_CODE",readonly=on \
+    -drive if=pflash,format=raw,unit=1,file="$WORK/OVMF_VARS.fd" \
+    -kernel "$KERNEL_IMAGE" -initrd "$WORK/initrd.img" -append "$CMDLINE" \
+    -chardev socket,id=vsock0,path="$WORK/vhost.sock" \
+    -device vhost-user-vsock-pci,chardev=vsock0 \
+    -nodefaults -display none -serial file:"$CONSOLE" -no-reboot \
+    >"$WORK/qemu.log" 2>&1 &
+QEMU_PID=$!
+log "QEMU pid $QEMU_PID, waiting for the agent (up to ${BOOT_TIMEOUT}s)"
+while ! grep -q "listening on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
+    kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu.log" >&2 || true; die "QEMU exited early"; }
+    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no 'listening on' line after ${BOOT_TIMEOUT}s"
+    sleep 0.5
+done
+log "agent listening after $(elapsed)s"
+
+# 1. the modules and the probe
+for line in "fake_sev_guest: TEST ONLY" "fake_tsm_sev: TEST ONLY"; do
+    grep -a "$line" "$CONSOLE" >&2 || die "no '$line' kernel line: module not loaded"
+done
+probe="$(grep -a "attestation probe:" "$CONSOLE" | head -1)"
+log "console: $probe"
+case "$probe" in *"TEE snp"*) ;; *) die "the probe did not find SEV-SNP" ;; esac
+
+ADDR="hvsock://$WORK/vsock.sock:$VSOCK_PORT"
+ctl() { timeout 120 "$COCOON_CTL" --server-address "$ADDR" "$@"; }
+ctl Check | grep -q SERVING || die "Health.Check did not answer SERVING"
+details="$(ctl GetGuestDetails '{"mem_block_size": true}')" || die "GetGuestDetails failed"
+echo "$details" | grep -q '"tee=snp"' || die "GetGuestDetails does not say tee=snp: $details"
+log "GetGuestDetails: extra_features has tee=snp"
+ctl CreateSandbox '{"hostname": "fake-tee", "sandbox_id": "fake-tee"}' >/dev/null ||
+    die "CreateSandbox failed"
+
+# 2. and 3. from one container: the REST API (device path) and attest (configfs path).
+DATA_REST="cocoon-fake-tee-rest-$(head -c 21 /dev/urandom | od -An -tx1 | tr -d ' \n')"  # 64 bytes
+DATA_TSM="$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+BUNDLE="$WORK/bundle"
+mkdir -p "$BUNDLE/rootfs/bin" "$BUNDLE/rootfs/proc" "$BUNDLE/rootfs/dev" "$BUNDLE/rootfs/sys" "$BUNDLE/rootfs/tmp"
+cp /bin/busybox "$BUNDLE/rootfs/bin/busybox"
+ln -s busybox "$BUNDLE/rootfs/bin/sh"
+cp "$COCOON_AGENT" "$BUNDLE/rootfs/bin/cocoon-agent"
+cat >"$BUNDLE/config.json" <<JSON
+{
+  "ociVersion": "1.0.2",
+  "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+              "env": ["PATH=/bin"],
+              "capabilities": {"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]},
+              "args": ["sh", "-c", "busybox wget -qO- 'http://127.0.0.1:8006/aa/evidence?runtime_data=$DATA_REST' || echo WGET-FAILED; echo; echo ====; busybox mount -t configfs none /sys/kernel/config && /bin/cocoon-agent attest --attester snp --report-data $DATA_TSM 2>&1 || echo ATTEST-FAILED"]},
+  "root": {"path": "rootfs"},
+  "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}],
+  "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+}
+JSON
+log "running the container (copying its rootfs in)"
+out="$(ctl run --copy-rootfs --id fake-tee-c1 "$BUNDLE/config.json" 2>"$WORK/ctl-run.err")" ||
+    die "the container did not run: $out $(cat "$WORK/ctl-run.err")"
+printf '%s\n' "$out" >"$WORK/container.out"
+python3 - "$WORK/container.out" "$DATA_REST" "$DATA_TSM" <<'EOF' || die "evidence check failed (container output above)"
+import json, sys
+text = open(sys.argv[1]).read()
+rest_part, _, tsm_part = text.partition("\n====\n")
+want_rest = sys.argv[2].encode().ljust(64, b"\0")
+want_tsm = bytes.fromhex(sys.argv[3])
+
+def report_data(evidence, what):
+    r = evidence["attestation_report"]
+    got = bytes(r["report_data"])
+    print(f"fake-tee check: {what}: version {r['version']}, vmpl {r['vmpl']}, "
+          f"report_data {got.hex()[:32]}..., cert_chain {evidence['cert_chain']}", file=sys.stderr)
+    assert r["vmpl"] == 0, r["vmpl"]
+    return got
+
+try:
+    rest = json.loads(rest_part)
+except ValueError:
+    sys.exit("REST evidence is not JSON: " + rest_part[:500])
+assert report_data(rest, "/aa/evidence (/dev/sev-guest)") == want_rest, "REST report_data differs"
+
+# attest: the probe line (stderr), then {"tee": "snp", "evidence": {...}}
+probe_line, _, doc = tsm_part.partition("\n")
+print("fake-tee check: in the container:", probe_line, file=sys.stderr)
+assert "TEE snp" in probe_line and "provider sev_guest" in probe_line, probe_line
+try:
+    att = json.loads(doc)
+except ValueError:
+    sys.exit("attest output is not JSON: " + tsm_part[:800])
+assert att["tee"] == "snp", att["tee"]
+assert report_data(att["evidence"], "attest (configfs-tsm)") == want_tsm, "configfs-tsm report_data differs"
+EOF
+log "evidence from /dev/sev-guest (REST API) and configfs-tsm (attest) binds our report data"
+
+ctl DestroySandbox >/dev/null || die "DestroySandbox failed"
+for _ in $(seq 1 100); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$QEMU_PID" 2>/dev/null && die "the VM did not power off within 20 s of DestroySandbox"
+grep -q "Kernel panic" "$CONSOLE" && die "kernel panic in the console log"
+log "PASS in $(elapsed)s after boot start"
+OK=1
