@@ -1118,3 +1118,36 @@ fn sample_mode_refuses_snp_evidence() {
         .trustee_error(401, "AttestationError", ATTEST_FAILED);
     assert_eq!(kbs.stats()["handshakes"], 0);
 }
+
+/// What the guest sends: evidence the agent made in the VM through the fake
+/// /dev/sev-guest (tests/qemu/fake-tee/check.sh, GET /aa/evidence), recorded.
+#[test]
+fn snp_test_mode_accepts_what_the_guest_made_with_the_fake_device() {
+    let text = include_str!("data/snp-evidence-fake-tee.json");
+    let recorded: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        recorded,
+        snp_evidence(
+            &recorded["attestation_report"]["report_data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+                .collect::<Vec<u8>>(),
+            0
+        ),
+        "the guest's evidence is the fixture report with its report data, in sev 6.3's shape"
+    );
+    let kbs = Kbs::start(&["--accept-evidence", "snp-test"]);
+    let mut c = kbs.client();
+    assert_eq!(c.auth_tee("snp").status, 200);
+    let nonce = c.nonce.clone().unwrap();
+    c.attest_with(&nonce, c.key.jwk(), recorded.clone(), "")
+        .trustee_error(401, "AttestationError", ATTEST_FAILED);
+    let mut ev = recorded;
+    let mut binding = c.binding(&nonce);
+    binding.resize(64, 0);
+    ev["attestation_report"]["report_data"] = json!(binding);
+    let a = c.attest_with(&nonce, c.key.jwk(), ev, "");
+    assert_eq!(a.status, 200, "{a:?}");
+}

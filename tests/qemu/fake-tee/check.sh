@@ -156,7 +156,7 @@ ctl CreateSandbox '{"hostname": "fake-tee", "sandbox_id": "fake-tee"}' >/dev/nul
     die "CreateSandbox failed"
 
 # 2. and 3. from one container: the REST API (device path) and attest (configfs path).
-DATA_REST="cocoon-fake-tee-rest-$(head -c 21 /dev/urandom | od -An -tx1 | tr -d ' \n')"  # 64 bytes
+DATA_REST="cocoon-fake-tee-rest-$(head -c 21 /dev/urandom | od -An -tx1 | tr -d ' \n')"  # 63 bytes: the report data is zero-padded
 DATA_TSM="$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 BUNDLE="$WORK/bundle"
 mkdir -p "$BUNDLE/rootfs/bin" "$BUNDLE/rootfs/proc" "$BUNDLE/rootfs/dev" "$BUNDLE/rootfs/sys" "$BUNDLE/rootfs/tmp"
