@@ -559,24 +559,26 @@ pub fn startup(
         Some(p) => Some(p.to_path_buf()),
         None => find_device(dev_dir)?,
     };
+    let Some(path) = path else {
+        if probe.tee().is_some() {
+            match probe.attester() {
+                Ok(attester) => check_absent(&attester)?,
+                // Nothing was handed in that needs checking; attestation will say more.
+                Err(e) => {
+                    tracing::warn!(error = %e, "initdata: no attester to check the binding register")
+                }
+            }
+        }
+        return Ok(None);
+    };
     // With a TEE, its attester must work (fail closed); without one there is nothing to
     // check against.
     let attester = match probe.tee() {
         None => None,
-        Some(_) => Some(probe.attester().map_err(|source| {
-            InitdataError::Binding {
-                origin: path
-                    .as_ref()
-                    .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
-                source,
-            }
+        Some(_) => Some(probe.attester().map_err(|source| InitdataError::Binding {
+            origin: path.display().to_string(),
+            source,
         })?),
-    };
-    let Some(path) = path else {
-        if let Some(attester) = &attester {
-            check_absent(attester)?;
-        }
-        return Ok(None);
     };
     let initdata = Initdata::read(&path)?;
     let bound = initdata.check(attester.as_ref())?;

@@ -350,3 +350,40 @@ fn bad_initdata_stops_the_agent_and_says_why() {
         assert!(all.contains(&format!("{name}.img")), "{name}: {all}");
     }
 }
+
+#[test]
+fn startup_with_a_tee_whose_register_cannot_be_read() {
+    use cocoon_attester::{AttesterChoice, Paths, Probe};
+    let root = tempfile::tempdir().unwrap();
+    let paths = Paths::under(root.path());
+    // A probe that finds SEV-SNP, whose /dev/sev-guest is a regular file (ioctl ENOTTY).
+    std::fs::create_dir_all(paths.sev_guest_dev.parent().unwrap()).unwrap();
+    std::fs::write(&paths.sev_guest_dev, b"").unwrap();
+    std::fs::create_dir_all(&paths.sev_guest_platform).unwrap();
+    let probe = Probe::run(AttesterChoice::Auto, "default", paths);
+    assert!(probe.tee().is_some());
+    let dev = root.path().join("dev");
+
+    // With initdata: it cannot be checked, so the agent must not start.
+    let (image, _) = write_image(root.path(), &[("policy.rego", POLICY)]);
+    let err = initdata::startup(Some(&image), &dev, &probe).unwrap_err();
+    assert!(matches!(err, InitdataError::Binding { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("cannot read the hardware binding"),
+        "{err}"
+    );
+
+    // Without: nothing to check; start-up goes on (attestation reports the device).
+    assert!(initdata::startup(None, &dev, &probe).unwrap().is_none());
+    // No TEE at all: initdata unverified.
+    let none = Probe::run(
+        AttesterChoice::Auto,
+        "default",
+        Paths::under(&root.path().join("empty")),
+    );
+    let found = initdata::startup(Some(&image), &dev, &none)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(found.bound, Bound::Unverified { .. }));
+    assert_eq!(initdata::feature(Some(&found)), "initdata=unverified");
+}
