@@ -1,17 +1,18 @@
 //! Our unpacked rootfs against `umoci unpack` of the same image, through real tools: an
 //! image built from Debian's busybox-static plus generated layers (whiteouts of files and
 //! directories, an opaque dir, hardlinks, absolute and relative symlinks, GNU and PAX long
-//! names and link names, a PAX uid beyond the octal field, a PAX xattr, directories with
-//! unusual modes (sticky, setgid, read-only with children, 0700 owned by a user), setuid
-//! and setgid files, non-root owners, a fifo, a device node, varied mtimes, files turned
-//! into directories and back), pushed to a real Debian `docker-registry` with real
-//! `skopeo`, plain and encrypted (`jwe:` RSA). Ours: `ImagePuller` into a layer store, the
-//! layers mounted as a read-only overlay, the merged tree walked. Theirs: `skopeo copy`
-//! (`--decryption-key` for the encrypted image) to an OCI layout, `umoci unpack`, its
-//! `rootfs` walked. Compared: the set of paths, file types, modes (with set-id and sticky
-//! bits), uid/gid, sizes, contents (sha256), symlink targets, device numbers, user xattrs,
-//! mtimes (seconds and nanoseconds) and hardlink groups. Needs root (overlay mounts, owners,
-//! device nodes); skips without it or without the tools, fails under CI=true.
+//! names and link names, a PAX uid beyond the octal field, a PAX sub-second mtime, PAX
+//! xattrs (a user one and a file capability), directories with unusual modes (sticky,
+//! setgid, read-only with children, 0700 owned by a user), setuid and setgid files,
+//! non-root owners, a fifo, a device node, varied mtimes, files turned into directories
+//! and back), pushed to a real Debian `docker-registry` with real `skopeo`, plain and
+//! encrypted (`jwe:` RSA). Ours: `ImagePuller` into a layer store, the layers mounted as
+//! a read-only overlay, the merged tree walked. Theirs: `skopeo copy` (`--decryption-key`
+//! for the encrypted image) to an OCI layout, `umoci unpack`, its `rootfs` walked.
+//! Compared: the set of paths, file types, modes (with set-id and sticky bits), uid/gid,
+//! sizes, contents (sha256), symlink targets, device numbers, xattrs, mtimes (seconds and
+//! nanoseconds) and hardlink groups. Needs root (overlay mounts, owners, device nodes);
+//! skips without it or without the tools, fails under CI=true.
 #![allow(clippy::unwrap_used)] // tests: a panic is a failure
 
 mod common;
@@ -310,6 +311,25 @@ fn base_layer() -> Vec<u8> {
         h.set_size(0);
         h.set_cksum();
         b.append(&h, &[][..]).unwrap();
+        // A file capability (cap_net_raw+ep, VFS_CAP_REVISION_2) as setcap leaves it.
+        let cap: [u8; 20] = [
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        pax(
+            b,
+            &[
+                ("path", &b"usr/bin/ping"[..]),
+                ("SCHILY.xattr.security.capability", &cap[..]),
+            ],
+        );
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(T0);
+        h.set_size(20);
+        pax_entry(b, &mut h, b"#!/bin/sh\necho ping\n");
         node(b, EntryType::Fifo, "run/fifo", 0o620, (0, 0));
         node(b, EntryType::Char, "run/null", 0o666, (1, 3));
     })
@@ -725,6 +745,7 @@ async fn rootfs_matches_umoci_unpack_plain_and_encrypted() {
     assert!(!n.contains_key("etc/remove-me") && !n.contains_key("etc/remove-dir"));
     assert!(!n.contains_key("usr/share/doc/old") && n.contains_key("usr/share/doc/new"));
     assert_eq!(n[PAX_LONG].uid, 3_000_000);
+    assert!(n["usr/bin/ping"].xattrs.contains_key("security.capability"));
 
     let d_plain = differences(&ours_plain, &theirs_plain);
     let d_enc = differences(&ours_enc, &theirs_enc);
