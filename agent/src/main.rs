@@ -194,8 +194,7 @@ fn initdata_startup(
         config.initdata.as_deref(),
         std::path::Path::new("/dev"),
         probe,
-    )
-    .context("initdata")?;
+    )?;
     let Some(found) = found else {
         tracing::info!("no initdata");
         return Ok(None);
@@ -216,7 +215,7 @@ fn initdata_startup(
             "initdata is NOT bound to hardware ({why}): used unverified"
         ),
     }
-    for note in d.apply(config).context("initdata")? {
+    for note in d.apply(config)? {
         tracing::info!("{note}");
     }
     Ok(Some(found))
