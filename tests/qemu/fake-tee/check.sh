@@ -11,11 +11,17 @@
 #      SNP shape and its report_data is the container's runtime data;
 #   3. configfs-tsm: a container mounts configfs on /sys/kernel/config and runs
 #      `cocoon-agent attest --attester snp` (no /dev/sev-guest in the container): the
-#      attester falls back to the sev_guest provider, and report_data is ours again.
+#      attester falls back to the sev_guest provider, and report_data is ours again;
+#   4. the runtime data of 2. is the RCAR binding of a session with cocoon-test-kbs
+#      --accept-evidence snp-test on the host (auth as tee snp, SHA-384 of the canonical
+#      {additional-evidence, nonce, tee-pubkey}): the host posts the VM's evidence to
+#      /kbs/v0/attest and gets a token (tee snp, signature_verified false). The guest does
+#      not reach the KBS itself here (no guest network): the harness of issue 11 does that.
 #
 #   bash tests/qemu/setup.sh && bash tests/qemu/fake-tee/check.sh
 #
-# Environment: COCOON_AGENT, COCOON_CTL, COCOON_ROOTFS_BUILDER (use given binaries), CHECK_BOOT_TIMEOUT
+# Environment: COCOON_AGENT, COCOON_CTL, COCOON_ROOTFS_BUILDER, COCOON_TEST_KBS (use given
+# binaries), CHECK_BOOT_TIMEOUT
 # (default 150 s), CHECK_KEEP=1 (keep the work directory).
 set -euo pipefail
 
@@ -44,13 +50,13 @@ OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cocoon-fake-tee.XXXXXX")"
 CONSOLE="$WORK/console.log"
-QEMU_PID="" VHOST_PID="" OK=""
+QEMU_PID="" VHOST_PID="" KBS_PID="" OK=""
 START=$(date +%s)
 
 cleanup() {
     local rc=$?
-    for pid in $QEMU_PID $VHOST_PID; do kill "$pid" 2>/dev/null || true; done
-    for pid in $QEMU_PID $VHOST_PID; do
+    for pid in $QEMU_PID $VHOST_PID $KBS_PID; do kill "$pid" 2>/dev/null || true; done
+    for pid in $QEMU_PID $VHOST_PID $KBS_PID; do
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -79,6 +85,10 @@ fi
 if [ -z "${COCOON_CTL:-}" ]; then
     cargo build --quiet -p cocoon-ctl
     COCOON_CTL="$TARGET_DIR/debug/cocoon-ctl"
+fi
+if [ -z "${COCOON_TEST_KBS:-}" ]; then
+    cargo build --quiet -p cocoon-test-kbs
+    COCOON_TEST_KBS="$TARGET_DIR/debug/cocoon-test-kbs"
 fi
 RB="${COCOON_ROOTFS_BUILDER:-}"
 if [ -z "$RB" ]; then
@@ -155,8 +165,39 @@ log "GetGuestDetails: extra_features has tee=snp"
 ctl CreateSandbox '{"hostname": "fake-tee", "sandbox_id": "fake-tee"}' >/dev/null ||
     die "CreateSandbox failed"
 
+# 4. (first half) a KBS session on the host: its binding is the REST request's runtime data.
+mkdir -p "$WORK/kbs-resources"
+"$COCOON_TEST_KBS" --listen 127.0.0.1:0 --resources "$WORK/kbs-resources" \
+    --accept-evidence snp-test -v >"$WORK/kbs.out" 2>"$WORK/kbs.err" &
+KBS_PID=$!
+for _ in $(seq 1 100); do grep -q "^listening on" "$WORK/kbs.out" 2>/dev/null && break; sleep 0.1; done
+KBS_URL="$(sed -n 's/^listening on //p' "$WORK/kbs.out")"
+[ -n "$KBS_URL" ] || die "cocoon-test-kbs did not start: $(cat "$WORK/kbs.err")"
+python3 - "$KBS_URL" "$WORK/kbs-session.json" <<'EOF' || die "KBS auth failed"
+import base64, hashlib, json, sys, urllib.request
+url, out = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url + "/kbs/v0/auth", method="POST",
+    data=json.dumps({"version": "0.4.0", "tee": "snp", "extra-params": ""}).encode(),
+    headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=20) as r:
+    cookie = r.headers["Set-Cookie"].split(";")[0]
+    nonce = json.load(r)["nonce"]
+# The P-256 base point: a valid public key (its private key is 1), fine for a test
+# that checks attestation only.
+b64 = lambda h: base64.urlsafe_b64encode(bytes.fromhex(h)).rstrip(b"=").decode()
+jwk = {"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW",
+       "x": b64("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"),
+       "y": b64("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")}
+# Trustee's binding: SHA-384 of the canonical JSON (sorted keys, no whitespace).
+doc = {"additional-evidence": "", "nonce": nonce, "tee-pubkey": jwk}
+binding = hashlib.sha384(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).digest()
+json.dump({"cookie": cookie, "nonce": nonce, "jwk": jwk, "binding": binding.hex(),
+           "runtime_data": base64.urlsafe_b64encode(binding).rstrip(b"=").decode()}, open(out, "w"))
+EOF
+RUNTIME_DATA="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runtime_data"])' "$WORK/kbs-session.json")"
+log "KBS session open at $KBS_URL (snp-test); its binding goes to the guest as runtime data"
+
 # 2. and 3. from one container: the REST API (device path) and attest (configfs path).
-DATA_REST="cocoon-fake-tee-rest-$(head -c 21 /dev/urandom | od -An -tx1 | tr -d ' \n')"  # 63 bytes: the report data is zero-padded
 DATA_TSM="$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 BUNDLE="$WORK/bundle"
 mkdir -p "$BUNDLE/rootfs/bin" "$BUNDLE/rootfs/proc" "$BUNDLE/rootfs/dev" "$BUNDLE/rootfs/sys" "$BUNDLE/rootfs/tmp"
@@ -169,7 +210,7 @@ cat >"$BUNDLE/config.json" <<JSON
   "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
               "env": ["PATH=/bin"],
               "capabilities": {"bounding": ["CAP_SYS_ADMIN"], "effective": ["CAP_SYS_ADMIN"], "permitted": ["CAP_SYS_ADMIN"]},
-              "args": ["sh", "-c", "busybox wget -qO- 'http://127.0.0.1:8006/aa/evidence?runtime_data=$DATA_REST' || echo WGET-FAILED; echo; echo ====; busybox mount -t configfs none /sys/kernel/config && /bin/cocoon-agent attest --attester snp --report-data $DATA_TSM 2>&1 || echo ATTEST-FAILED"]},
+              "args": ["sh", "-c", "busybox wget -qO- 'http://127.0.0.1:8006/aa/evidence?runtime_data=$RUNTIME_DATA&encoding=base64' || echo WGET-FAILED; echo; echo ====; busybox mount -t configfs none /sys/kernel/config && /bin/cocoon-agent attest --attester snp --report-data $DATA_TSM 2>&1 || echo ATTEST-FAILED"]},
   "root": {"path": "rootfs"},
   "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
              {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -181,11 +222,11 @@ log "running the container (copying its rootfs in)"
 out="$(ctl run --copy-rootfs --id fake-tee-c1 "$BUNDLE/config.json" 2>"$WORK/ctl-run.err")" ||
     die "the container did not run: $out $(cat "$WORK/ctl-run.err")"
 printf '%s\n' "$out" >"$WORK/container.out"
-python3 - "$WORK/container.out" "$DATA_REST" "$DATA_TSM" <<'EOF' || die "evidence check failed (container output above)"
+python3 - "$WORK/container.out" "$WORK/kbs-session.json" "$DATA_TSM" <<'EOF' || die "evidence check failed (container output above)"
 import json, sys
 text = open(sys.argv[1]).read()
 rest_part, _, tsm_part = text.partition("\n====\n")
-want_rest = sys.argv[2].encode().ljust(64, b"\0")
+want_rest = bytes.fromhex(json.load(open(sys.argv[2]))["binding"]).ljust(64, b"\0")
 want_tsm = bytes.fromhex(sys.argv[3])
 
 def report_data(evidence, what):
@@ -214,6 +255,47 @@ assert att["tee"] == "snp", att["tee"]
 assert report_data(att["evidence"], "attest (configfs-tsm)") == want_tsm, "configfs-tsm report_data differs"
 EOF
 log "evidence from /dev/sev-guest (REST API) and configfs-tsm (attest) binds our report data"
+
+# 4. (second half) the VM's evidence, posted to the KBS session it was made for.
+python3 - "$KBS_URL" "$WORK/kbs-session.json" "$WORK/container.out" <<'EOF' || die "the test KBS did not accept the VM's evidence: $(cat "$WORK/kbs.err")"
+import base64, json, sys, urllib.error, urllib.request
+url, session, out = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
+evidence = json.loads(out.partition("\n====\n")[0])
+body = {"init-data": None,
+        "runtime-data": {"nonce": session["nonce"], "tee-pubkey": session["jwk"]},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}
+req = urllib.request.Request(url + "/kbs/v0/attest", method="POST", data=json.dumps(body).encode(),
+    headers={"Content-Type": "application/json", "Cookie": session["cookie"]})
+with urllib.request.urlopen(req, timeout=20) as r:
+    token = json.load(r)["token"]
+part = token.split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+print("fake-tee check: KBS token claims: tee", claims["tee"], "evidence", json.dumps(claims["evidence"])[:160], file=sys.stderr)
+assert claims["tee"] == "snp" and claims["evidence"]["signature_verified"] is False, claims
+# A second session is not given evidence bound to someone else's data: the configfs-tsm
+# evidence (bound to random bytes) is refused as Trustee refuses it.
+req = urllib.request.Request(url + "/kbs/v0/auth", method="POST",
+    data=json.dumps({"version": "0.4.0", "tee": "snp", "extra-params": ""}).encode(),
+    headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=20) as r:
+    cookie, nonce = r.headers["Set-Cookie"].split(";")[0], json.load(r)["nonce"]
+other = json.loads(out.partition("\n====\n")[2].partition("\n")[2])["evidence"]
+body["runtime-data"]["nonce"] = nonce
+body["tee-evidence"]["primary_evidence"] = other
+req = urllib.request.Request(url + "/kbs/v0/attest", method="POST", data=json.dumps(body).encode(),
+    headers={"Content-Type": "application/json", "Cookie": cookie})
+try:
+    urllib.request.urlopen(req, timeout=20)
+    sys.exit("evidence bound to other data was accepted")
+except urllib.error.HTTPError as e:
+    err = json.load(e)
+    assert e.code == 401 and err["type"].endswith("/AttestationError"), (e.code, err)
+    print("fake-tee check: other report data:", e.code, err["type"].rsplit("/", 1)[1], file=sys.stderr)
+with urllib.request.urlopen(url + "/test/stats", timeout=20) as r:
+    stats = json.load(r)
+assert stats["handshakes"] == 1, stats
+EOF
+log "cocoon-test-kbs --accept-evidence snp-test attested the VM's evidence (one handshake)"
 
 ctl DestroySandbox >/dev/null || die "DestroySandbox failed"
 for _ in $(seq 1 100); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.2; done
