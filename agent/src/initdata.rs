@@ -24,9 +24,9 @@
 //! `/dev/vd*` / `/dev/sd*` block device that starts with the magic.
 //!
 //! Fail closed: a malformed initdata, a digest that does not match the register, or a
-//! register that cannot be read is an error that stops start-up. Only without a
-//! register to check (no TEE found, or the sample attester) is initdata used unbound,
-//! with a warning; nothing is confidential then anyway.
+//! register that cannot be read is an error that stops start-up. The register is that of
+//! the hardware the probe sees, even when the sample attester was chosen. Only with no
+//! sign of a TEE is initdata used unbound, with a warning; nothing is confidential then.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -548,8 +548,9 @@ pub struct Found {
 }
 
 /// At start-up: the initdata named by `agent.initdata`, else a device in `dev_dir`;
-/// checked against the TEE the probe found. `Ok(None)`: no initdata, and none bound in
-/// the hardware. Any error must stop the agent.
+/// checked against the register of the TEE the probe found
+/// ([`Probe::binding_attester`]). `Ok(None)`: no initdata, and none bound in the
+/// hardware. Any error must stop the agent.
 pub fn startup(
     path: Option<&Path>,
     dev_dir: &Path,
@@ -559,27 +560,26 @@ pub fn startup(
         Some(p) => Some(p.to_path_buf()),
         None => find_device(dev_dir)?,
     };
+    // The register of the hardware the probe sees, even when another attester (`sample`)
+    // was chosen: a choice on the command line must not turn the check off.
+    let attester = probe.binding_attester();
     let Some(path) = path else {
-        if probe.tee().is_some() {
-            match probe.attester() {
-                Ok(attester) => check_absent(&attester)?,
-                // Nothing was handed in that needs checking; attestation will say more.
-                Err(e) => {
-                    tracing::warn!(error = %e, "initdata: no attester to check the binding register")
-                }
+        match attester {
+            Ok(Some(attester)) => check_absent(&attester)?,
+            Ok(None) => {}
+            // Nothing was handed in that needs checking; attestation will say more.
+            Err(e) => {
+                tracing::warn!(error = %e, "initdata: no attester to check the binding register")
             }
         }
         return Ok(None);
     };
-    // With a TEE, its attester must work (fail closed); without one there is nothing to
-    // check against.
-    let attester = match probe.tee() {
-        None => None,
-        Some(_) => Some(probe.attester().map_err(|source| InitdataError::Binding {
-            origin: path.display().to_string(),
-            source,
-        })?),
-    };
+    // With any sign of a TEE its register must be readable (fail closed); only without
+    // one is there nothing to check against.
+    let attester = attester.map_err(|source| InitdataError::Binding {
+        origin: path.display().to_string(),
+        source,
+    })?;
     let initdata = Initdata::read(&path)?;
     let bound = initdata.check(attester.as_ref())?;
     Ok(Some(Found { initdata, bound }))

@@ -373,8 +373,19 @@ fn startup_with_a_tee_whose_register_cannot_be_read() {
         "{err}"
     );
 
+    // Choosing the sample attester does not turn the check off on such a guest.
+    let sample = Probe::run(
+        AttesterChoice::Sample,
+        "agent.attester",
+        Paths::under(root.path()),
+    );
+    assert_eq!(sample.tee(), Some(cocoon_attester::Tee::Sample));
+    let err = initdata::startup(Some(&image), &dev, &sample).unwrap_err();
+    assert!(matches!(err, InitdataError::Binding { .. }), "{err:?}");
+
     // Without: nothing to check; start-up goes on (attestation reports the device).
     assert!(initdata::startup(None, &dev, &probe).unwrap().is_none());
+    assert!(initdata::startup(None, &dev, &sample).unwrap().is_none());
     // No TEE at all: initdata unverified.
     let none = Probe::run(
         AttesterChoice::Auto,

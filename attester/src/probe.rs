@@ -257,6 +257,28 @@ impl Probe {
         }
     }
 
+    /// The attester whose register binds initdata (SNP `HOST_DATA`, TDX `MRCONFIGID`):
+    /// the hardware the probe sees, whatever attester was chosen — with `sample` chosen on
+    /// a guest that looks like a TEE the register is still checked, so the choice cannot
+    /// turn the check off. `None` only when there is no sign of a TEE at all.
+    pub fn binding_attester(&self) -> Result<Option<Attester>, Error> {
+        let auto;
+        let probe = if self.choice == AttesterChoice::Auto {
+            self
+        } else {
+            auto = Probe::run(
+                AttesterChoice::Auto,
+                &self.choice_source,
+                self.paths.clone(),
+            );
+            &auto
+        };
+        match probe.verdict {
+            Verdict::NoTee => Ok(None),
+            _ => probe.attester().map(Some),
+        }
+    }
+
     fn snp_attester(&self) -> Result<Attester, Error> {
         let tsm_ok = self.tsm_provider.as_deref() == Some(abi::TSM_PROVIDER_SEV);
         match SevGuestDevice::open(&self.paths.sev_guest_dev) {
