@@ -547,18 +547,20 @@ pub struct Found {
     pub bound: Bound,
 }
 
-/// At start-up: the initdata named by `agent.initdata`, else a device in `dev_dir`;
+/// At start-up: the initdata named by `agent.initdata`, else a device in `dev_dir` (if
+/// given);
 /// checked against the register of the TEE the probe found
 /// ([`Probe::binding_attester`]). `Ok(None)`: no initdata, and none bound in the
 /// hardware. Any error must stop the agent.
 pub fn startup(
     path: Option<&Path>,
-    dev_dir: &Path,
+    dev_dir: Option<&Path>,
     probe: &Probe,
 ) -> Result<Option<Found>, InitdataError> {
-    let path = match path {
-        Some(p) => Some(p.to_path_buf()),
-        None => find_device(dev_dir)?,
+    let path = match (path, dev_dir) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(dir)) => find_device(dir)?,
+        (None, None) => None,
     };
     // The register of the hardware the probe sees, even when another attester (`sample`)
     // was chosen: a choice on the command line must not turn the check off.

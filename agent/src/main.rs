@@ -108,7 +108,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     tracing::info!("attestation probe: {probe}");
     // initdata, checked against the hardware binding; a bad or mismatched one stops the
     // agent before anything listens (fail closed).
-    let initdata = initdata_startup(&mut config, &probe)?;
+    let initdata = initdata_startup(&mut config, &probe, is_init)?;
     // Before anything listens: a policy that does not load stops the agent (fail closed).
     let policy = std::sync::Arc::new(match initdata.as_ref().and_then(|d| d.initdata.policy()) {
         Some(rego) => cocoon_agent::policy::Policy::from_rego("initdata policy.rego", rego)
@@ -185,14 +185,17 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     })
 }
 
-/// Finds, checks and applies initdata (`agent.initdata`, else the `/dev/vd*` device).
+/// Finds, checks and applies initdata (`agent.initdata`, else the `/dev/vd*` device —
+/// looked for in a VM: as PID 1 or with any sign of a TEE, not among a host's disks).
 fn initdata_startup(
     config: &mut AgentConfig,
     probe: &cocoon_attester::Probe,
+    is_init: bool,
 ) -> anyhow::Result<Option<initdata::Found>> {
+    let scan = is_init || cocoon_agent::policy::is_confidential(probe, false);
     let found = initdata::startup(
         config.initdata.as_deref(),
-        std::path::Path::new("/dev"),
+        scan.then_some(std::path::Path::new("/dev")),
         probe,
     )?;
     let Some(found) = found else {

@@ -366,7 +366,7 @@ fn startup_with_a_tee_whose_register_cannot_be_read() {
 
     // With initdata: it cannot be checked, so the agent must not start.
     let (image, _) = write_image(root.path(), &[("policy.rego", POLICY)]);
-    let err = initdata::startup(Some(&image), &dev, &probe).unwrap_err();
+    let err = initdata::startup(Some(&image), Some(&dev), &probe).unwrap_err();
     assert!(matches!(err, InitdataError::Binding { .. }), "{err:?}");
     assert!(
         err.to_string().contains("cannot read the hardware binding"),
@@ -380,21 +380,91 @@ fn startup_with_a_tee_whose_register_cannot_be_read() {
         Paths::under(root.path()),
     );
     assert_eq!(sample.tee(), Some(cocoon_attester::Tee::Sample));
-    let err = initdata::startup(Some(&image), &dev, &sample).unwrap_err();
+    let err = initdata::startup(Some(&image), Some(&dev), &sample).unwrap_err();
     assert!(matches!(err, InitdataError::Binding { .. }), "{err:?}");
 
     // Without: nothing to check; start-up goes on (attestation reports the device).
-    assert!(initdata::startup(None, &dev, &probe).unwrap().is_none());
-    assert!(initdata::startup(None, &dev, &sample).unwrap().is_none());
+    assert!(initdata::startup(None, Some(&dev), &probe)
+        .unwrap()
+        .is_none());
+    assert!(initdata::startup(None, Some(&dev), &sample)
+        .unwrap()
+        .is_none());
     // No TEE at all: initdata unverified.
     let none = Probe::run(
         AttesterChoice::Auto,
         "default",
         Paths::under(&root.path().join("empty")),
     );
-    let found = initdata::startup(Some(&image), &dev, &none)
+    let found = initdata::startup(Some(&image), Some(&dev), &none)
         .unwrap()
         .unwrap();
     assert!(matches!(found.bound, Bound::Unverified { .. }));
     assert_eq!(initdata::feature(Some(&found)), "initdata=unverified");
+}
+
+/// A loop device detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Option<Loop> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| Loop(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    /// A block device node for it at `at`.
+    fn node(&self, at: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.0).unwrap().rdev();
+        nix::sys::stat::mknod(
+            at,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            rdev,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn the_initdata_block_device_is_found_by_its_magic() {
+    if !nix::unistd::geteuid().is_root() {
+        return common::skip_or_fail("needs root for loop devices");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (image, toml) = write_image(dir.path(), &[("policy.rego", POLICY)]);
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, vec![0u8; 4096]).unwrap();
+    let (Some(initdata_dev), Some(other_dev)) = (Loop::attach(&image), Loop::attach(&other)) else {
+        return common::skip_or_fail("losetup cannot attach a loop device here");
+    };
+    let dev = dir.path().join("dev");
+    std::fs::create_dir(&dev).unwrap();
+    other_dev.node(&dev.join("vda")); // a disk without the magic
+    initdata_dev.node(&dev.join("vdb"));
+    initdata_dev.node(&dev.join("loop9")); // not a name the scan looks at
+    std::fs::copy(&image, dev.join("sda")).unwrap(); // the magic, but not a block device
+    assert_eq!(initdata::find_device(&dev).unwrap(), Some(dev.join("vdb")));
+    let none = cocoon_attester::Probe::run(
+        cocoon_attester::AttesterChoice::Auto,
+        "default",
+        cocoon_attester::Paths::under(&dir.path().join("no-tee")),
+    );
+    let found = initdata::startup(None, Some(&dev), &none).unwrap().unwrap();
+    assert_eq!(found.initdata.toml, toml);
+    assert_eq!(found.initdata.origin, dev.join("vdb").display().to_string());
+    // Not asked to scan: nothing.
+    assert!(initdata::startup(None, None, &none).unwrap().is_none());
 }
