@@ -1120,23 +1120,29 @@ fn sample_mode_refuses_snp_evidence() {
 }
 
 /// What the guest sends: evidence the agent made in the VM through the fake
-/// /dev/sev-guest (tests/qemu/fake-tee/check.sh, GET /aa/evidence), recorded.
+/// /dev/sev-guest (tests/qemu/fake-tee/check.sh, GET /aa/evidence), recorded: the fixture
+/// report with the guest's report data, and the certificate table with its VCEK.
 #[test]
 fn snp_test_mode_accepts_what_the_guest_made_with_the_fake_device() {
+    use sev::firmware::host::{CertTableEntry, CertType};
     let text = include_str!("data/snp-evidence-fake-tee.json");
     let recorded: Value = serde_json::from_str(text).unwrap();
+    let report_data: Vec<u8> = recorded["attestation_report"]["report_data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+        .collect();
+    let vcek = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../attester/tests/fixtures/snp/trustee-test-vcek.der"
+    ))
+    .unwrap();
+    let mut expected = snp_evidence(&report_data, 0);
+    expected["cert_chain"] = json!([CertTableEntry::new(CertType::VCEK, vcek)]);
     assert_eq!(
-        recorded,
-        snp_evidence(
-            &recorded["attestation_report"]["report_data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|b| b.as_u64().unwrap() as u8)
-                .collect::<Vec<u8>>(),
-            0
-        ),
-        "the guest's evidence is the fixture report with its report data, in sev 6.3's shape"
+        recorded, expected,
+        "the guest's evidence is the fixture report with its report data and VCEK, in sev 6.3's shape"
     );
     let kbs = Kbs::start(&["--accept-evidence", "snp-test"]);
     let mut c = kbs.client();
@@ -1150,4 +1156,8 @@ fn snp_test_mode_accepts_what_the_guest_made_with_the_fake_device() {
     ev["attestation_report"]["report_data"] = json!(binding);
     let a = c.attest_with(&nonce, c.key.jwk(), ev, "");
     assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        claims(a.json()["token"].as_str().unwrap())["evidence"]["cert_chain"],
+        1
+    );
 }

@@ -75,6 +75,8 @@ trap 'exit 130' INT TERM
 # --- build ------------------------------------------------------------------------------
 cd "$ROOT"
 FAKE_MODULES="$(bash "$HERE/build.sh")"
+# shellcheck disable=SC1091
+. "$BUILD/fake-tee/env"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 if [ -z "${COCOON_AGENT:-}" ]; then
@@ -222,19 +224,23 @@ log "running the container (copying its rootfs in)"
 out="$(ctl run --copy-rootfs --id fake-tee-c1 "$BUNDLE/config.json" 2>"$WORK/ctl-run.err")" ||
     die "the container did not run: $out $(cat "$WORK/ctl-run.err")"
 printf '%s\n' "$out" >"$WORK/container.out"
-python3 - "$WORK/container.out" "$WORK/kbs-session.json" "$DATA_TSM" <<'EOF' || die "evidence check failed (container output above)"
+python3 - "$WORK/container.out" "$WORK/kbs-session.json" "$DATA_TSM" "$FAKE_TEE_VCEK" <<'EOF' || die "evidence check failed (container output above)"
 import json, sys
 text = open(sys.argv[1]).read()
 rest_part, _, tsm_part = text.partition("\n====\n")
 want_rest = bytes.fromhex(json.load(open(sys.argv[2]))["binding"]).ljust(64, b"\0")
 want_tsm = bytes.fromhex(sys.argv[3])
+vcek = open(sys.argv[4], "rb").read()
 
 def report_data(evidence, what):
     r = evidence["attestation_report"]
     got = bytes(r["report_data"])
+    chain = evidence["cert_chain"] or []
     print(f"fake-tee check: {what}: version {r['version']}, vmpl {r['vmpl']}, "
-          f"report_data {got.hex()[:32]}..., cert_chain {evidence['cert_chain']}", file=sys.stderr)
+          f"report_data {got.hex()[:32]}..., cert_chain {[(c['cert_type'], len(c['data'])) for c in chain]}",
+          file=sys.stderr)
     assert r["vmpl"] == 0, r["vmpl"]
+    assert len(chain) == 1 and bytes(chain[0]["data"]) == vcek, "cert_chain is not the recorded VCEK"
     return got
 
 try:

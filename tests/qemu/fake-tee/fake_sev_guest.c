@@ -8,14 +8,17 @@
  *
  * The uapi is the kernel's (include/uapi/linux/sev-guest.h); the checks follow
  * drivers/virt/coco/sev-guest/sev-guest.c of Linux 6.12 (msg_version must be non-zero,
- * certs_len a page multiple of at most SEV_FW_BLOB_MAX_SIZE). The host supplies no
- * certificates, so an extended request gets a zeroed certificate buffer, as the real
- * driver copies its zeroed buffer when the host has none.
+ * certs_len a page multiple of at most SEV_FW_BLOB_MAX_SIZE). An extended request gets
+ * the certificate table a host with certificates gives: the VCEK that signed the
+ * recorded report (certs=N: none, a zeroed buffer, as from a host without any). A
+ * buffer too small for it is answered as the kernel does: -EIO, VMM error
+ * SNP_GUEST_VMM_ERR_INVALID_LEN in exitinfo2 and the needed length in certs_len.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
@@ -27,6 +30,10 @@
 /* include/linux/psp-sev.h */
 #define FAKE_SEV_FW_BLOB_MAX_SIZE	0x4000
 #define FAKE_SNP_VMPL_MAX		3
+
+static bool certs = true;
+module_param(certs, bool, 0444);
+MODULE_PARM_DESC(certs, "answer extended requests with the recorded VCEK (default: yes)");
 
 static DEFINE_MUTEX(fake_snp_cmd_mutex);
 static unsigned long fake_snp_requests;
@@ -46,12 +53,33 @@ static int fake_get_report(struct snp_guest_request_ioctl *arg, bool ext)
 		return -EINVAL;
 
 	if (ext && req.certs_len && req.certs_address) {
+		void __user *certs_ptr = u64_to_user_ptr(req.certs_address);
+		size_t table_len = certs ? FAKE_SNP_CERT_TABLE_LEN : 0;
+		u8 *table;
+
 		if (req.certs_len > FAKE_SEV_FW_BLOB_MAX_SIZE ||
 		    !IS_ALIGNED(req.certs_len, PAGE_SIZE))
 			return -EINVAL;
-		/* No certificates from the host: an all-zero table. */
-		if (clear_user(u64_to_user_ptr(req.certs_address), req.certs_len))
+		if (req.certs_len < table_len) {
+			req.certs_len = PAGE_ALIGN(table_len);
+			arg->exitinfo2 = SNP_GUEST_VMM_ERR(SNP_GUEST_VMM_ERR_INVALID_LEN);
+			if (copy_to_user(u64_to_user_ptr(arg->req_data), &req, sizeof(req)))
+				return -EFAULT;
+			return -EIO;
+		}
+		/* The table, then zeros (all zeros: no certificates). */
+		if (clear_user(certs_ptr, req.certs_len))
 			return -EFAULT;
+		if (table_len) {
+			table = kzalloc(table_len, GFP_KERNEL);
+			if (!table)
+				return -ENOMEM;
+			fake_snp_cert_table(table);
+			ret = copy_to_user(certs_ptr, table, table_len) ? -EFAULT : 0;
+			kfree(table);
+			if (ret)
+				return ret;
+		}
 	}
 
 	resp = kzalloc(sizeof(*resp), GFP_KERNEL);
@@ -94,7 +122,7 @@ static long fake_snp_ioctl(struct file *file, unsigned int ioctl,
 		break;
 	}
 	if (!ret) {
-		input.exitinfo2 = 0;
+		input.exitinfo2 = 0;	/* firmware: success */
 		fake_snp_requests++;
 	}
 	mutex_unlock(&fake_snp_cmd_mutex);

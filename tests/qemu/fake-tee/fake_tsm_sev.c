@@ -7,7 +7,8 @@
  * valid signature; never load this module in a production guest.
  *
  * Attribute visibility is sev-guest's without an SVSM (Linux 6.12): no service_* and no
- * manifestblob. No certificates: auxblob stays empty.
+ * manifestblob. auxblob is the certificate table with the VCEK that signed the recorded
+ * report (certs=N: empty, as on a host without certificates).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -16,6 +17,10 @@
 #include <linux/tsm.h>
 
 #include "fake_tee.h"
+
+static bool certs = true;
+module_param(certs, bool, 0444);
+MODULE_PARM_DESC(certs, "give the recorded VCEK in auxblob (default: yes)");
 
 static int fake_tsm_report_new(struct tsm_report *report, void *data)
 {
@@ -27,10 +32,21 @@ static int fake_tsm_report_new(struct tsm_report *report, void *data)
 	if (!buf)
 		return -ENOMEM;
 	fake_snp_report(buf, desc->inblob, desc->inblob_len, desc->privlevel);
-	report->outblob = buf;
-	report->outblob_len = FAKE_SNP_REPORT_LEN;
 	report->auxblob = NULL;
 	report->auxblob_len = 0;
+	if (certs) {
+		u8 *table = kvzalloc(FAKE_SNP_CERT_TABLE_LEN, GFP_KERNEL);
+
+		if (!table) {
+			kvfree(buf);
+			return -ENOMEM;
+		}
+		fake_snp_cert_table(table);
+		report->auxblob = table;
+		report->auxblob_len = FAKE_SNP_CERT_TABLE_LEN;
+	}
+	report->outblob = buf;
+	report->outblob_len = FAKE_SNP_REPORT_LEN;
 	return 0;
 }
 
