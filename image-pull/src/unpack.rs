@@ -148,6 +148,24 @@ fn make_room(
     }
 }
 
+/// Marks a directory opaque for overlayfs: the lower layers' contents are hidden.
+fn set_opaque(dir: &OwnedFd, shown: &str) -> Result<(), Failure> {
+    rustix::fs::fsetxattr(dir, spec::OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty()).map_err(|e| {
+        Failure::XattrUnsupported {
+            path: shown.to_owned(),
+            name: spec::OVERLAY_OPAQUE_XATTR.to_owned(),
+            source: errno(e),
+        }
+    })
+}
+
+/// Is `name` an overlayfs whiteout (a 0:0 character device) this layer made?
+fn is_whiteout(parent: &OwnedFd, name: &[u8]) -> bool {
+    rustix::fs::statat(parent, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+        FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+    })
+}
+
 fn ts(mtime: Timespec) -> Timestamps {
     Timestamps {
         last_access: mtime,
@@ -345,40 +363,57 @@ pub(crate) fn unpack(
 
         // Whiteouts (image-spec layer.md): overlayfs's own representation.
         if name.as_slice() == spec::WHITEOUT_OPAQUE.as_bytes() {
-            let dir = parent;
-            rustix::fs::fsetxattr(&dir, spec::OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                .map_err(|e| Failure::XattrUnsupported {
-                    path: shown.clone(),
-                    name: spec::OVERLAY_OPAQUE_XATTR.to_owned(),
-                    source: errno(e),
-                })?;
+            set_opaque(&parent, &shown)?;
             continue;
         }
         if let Some(target) = name.strip_prefix(spec::WHITEOUT_PREFIX.as_bytes()) {
             if target.is_empty() || target == b"." || target == b".." {
                 return Err(Failure::unsafe_entry(&shown, "bad whiteout name"));
             }
-            make_room(&parent, target, false, &shown)?;
-            rustix::fs::mknodat(
-                &parent,
-                OsStr::from_bytes(target),
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rustix::fs::makedev(0, 0),
-            )
-            .map_err(|e| Failure::io("mknod whiteout", shown.clone(), errno(e)))?;
+            // A whiteout hides what lower layers have there, never what this layer put
+            // there (image-spec: "files that are present in the same layer as a whiteout
+            // file can only be hidden by whiteout files in subsequent layers"). The layer
+            // root starts empty, so whatever is there came from this layer.
+            let t = OsStr::from_bytes(target);
+            match rustix::fs::statat(&parent, t, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => {
+                    rustix::fs::mknodat(
+                        &parent,
+                        t,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        rustix::fs::makedev(0, 0),
+                    )
+                    .map_err(|e| Failure::io("mknod whiteout", shown.clone(), errno(e)))?;
+                }
+                Err(e) => return Err(Failure::io("stat", shown, errno(e))),
+                // A directory of this layer stays, without the lower layers' contents.
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    let dir = open_dir(&parent, target)
+                        .map_err(|e| Failure::io("open", shown.clone(), e))?;
+                    set_opaque(&dir, &shown)?;
+                }
+                // Anything else of this layer hides the lower layers' entry already.
+                Ok(_) => {}
+            }
             continue;
         }
 
         let n = OsStr::from_bytes(name);
         match kind {
             tar::EntryType::Directory => {
+                // A directory after its own whiteout in this layer replaces the lower
+                // layers' one: opaque.
+                let replaces = is_whiteout(&parent, name);
                 if !make_room(&parent, name, true, &shown)? {
                     rustix::fs::mkdirat(&parent, n, Mode::from_raw_mode(0o700))
                         .map_err(|e| Failure::io("mkdir", shown.clone(), errno(e)))?;
                 }
                 let dir =
                     open_dir(&parent, name).map_err(|e| Failure::io("open", shown.clone(), e))?;
+                if replaces {
+                    set_opaque(&dir, &shown)?;
+                }
                 if opts.same_owner {
                     let (u, g) = ids(&meta, &shown)?;
                     rustix::fs::fchown(&dir, Some(u), Some(g))
