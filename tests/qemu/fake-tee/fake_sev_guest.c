@@ -10,15 +10,14 @@
  * drivers/virt/coco/sev-guest/sev-guest.c of Linux 6.12 (msg_version must be non-zero,
  * certs_len a page multiple of at most SEV_FW_BLOB_MAX_SIZE). An extended request gets
  * the certificate table a host with certificates gives: the VCEK that signed the
- * recorded report (certs=N: none, a zeroed buffer, as from a host without any). A
- * buffer too small for it is answered as the kernel does: -EIO, VMM error
- * SNP_GUEST_VMM_ERR_INVALID_LEN in exitinfo2 and the needed length in certs_len.
+ * recorded report (certs=N: none, a zeroed buffer, as from a host without any). The
+ * table fits in the smallest buffer (one page), so the host's "buffer too small" answer
+ * (VMM error SNP_GUEST_VMM_ERR_INVALID_LEN) never happens here.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
-#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
@@ -30,6 +29,8 @@
 /* include/linux/psp-sev.h */
 #define FAKE_SEV_FW_BLOB_MAX_SIZE	0x4000
 #define FAKE_SNP_VMPL_MAX		3
+
+static_assert(FAKE_SNP_CERT_TABLE_LEN <= PAGE_SIZE);
 
 static bool certs = true;
 module_param(certs, bool, 0444);
@@ -60,13 +61,6 @@ static int fake_get_report(struct snp_guest_request_ioctl *arg, bool ext)
 		if (req.certs_len > FAKE_SEV_FW_BLOB_MAX_SIZE ||
 		    !IS_ALIGNED(req.certs_len, PAGE_SIZE))
 			return -EINVAL;
-		if (req.certs_len < table_len) {
-			req.certs_len = PAGE_ALIGN(table_len);
-			arg->exitinfo2 = SNP_GUEST_VMM_ERR(SNP_GUEST_VMM_ERR_INVALID_LEN);
-			if (copy_to_user(u64_to_user_ptr(arg->req_data), &req, sizeof(req)))
-				return -EFAULT;
-			return -EIO;
-		}
 		/* The table, then zeros (all zeros: no certificates). */
 		if (clear_user(certs_ptr, req.certs_len))
 			return -EFAULT;
