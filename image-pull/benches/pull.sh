@@ -11,7 +11,7 @@
 #   skopeo+umoci:  `skopeo copy --decryption-key` to an OCI layout, then `umoci unpack`
 #                  (what a user would do instead)
 #
-# Every contender writes into the same tmpfs ($BENCH_DIR, default a directory under
+# Every contender writes into the same tmpfs (a new directory under $BENCH_DIR, default
 # /dev/shm): a Kata guest's /run is tmpfs too. Each runs RUNS times (default 3); the median
 # wall time counts. Caches are warm (the registry's blobs are in the page cache).
 #
@@ -35,8 +35,8 @@ TARGET=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
 PULL="$TARGET/release/examples/pull"
 
 WORK=$(mktemp -d /tmp/cocoon-pull-bench.XXXXXX)
-OUT=${BENCH_DIR:-$(mktemp -d /dev/shm/cocoon-pull-bench.XXXXXX)}
-mkdir -p "$OUT"
+mkdir -p "${BENCH_DIR:=/dev/shm}"
+OUT=$(mktemp -d "$BENCH_DIR/cocoon-pull-bench.XXXXXX")
 REG_PID=
 cleanup() {
     [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
