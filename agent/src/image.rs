@@ -1,8 +1,8 @@
 //! Guest image pull for CreateContainer: the `image_guest_pull` storage the Kata runtime
 //! sends for a container whose image the guest pulls itself (the host never sees it).
 //!
-//! The pod's sandbox (pause) container comes from the bundle baked into the guest image,
-//! with no network. Any other container's image is pulled by `cocoon-image-pull`
+//! The pod's sandbox (pause) container comes from the bundle baked into the guest image
+//! (copied into a small tmpfs), with no network. Any other container's image is pulled by `cocoon-image-pull`
 //! (registry → decrypt → verify → unpack, every layer verified before it is visible),
 //! with layer keys from the agent's one KBS session ([`KbsKeys`]), bounded by
 //! `agent.image_pull_timeout`; its verified layers become a read-only overlay lower
@@ -177,7 +177,8 @@ impl Images {
         Ok(rootfs)
     }
 
-    /// The sandbox container: the pause bundle's rootfs, read-only, and its process.
+    /// The sandbox container: a copy of the pause bundle's rootfs in a small tmpfs (as
+    /// upstream copies it, so the runtime can create its mount points), and its process.
     fn pause(&self, mount_point: &Path, spec: &mut Spec) -> Result<ImageRootfs> {
         let config = self.pause_bundle.join("config.json");
         let pause = Spec::load(&config).map_err(|e| {
@@ -191,30 +192,23 @@ impl Images {
         })?;
         std::fs::create_dir_all(mount_point)
             .map_err(|e| AgentError::internal("creating the rootfs mount point", e))?;
-        let root = self.pause_bundle.join("rootfs");
         mount(
-            Some(&root),
+            Some("tmpfs"),
             mount_point,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("size=16m,mode=0755"),
         )
-        .map_err(|e| AgentError::internal(&format!("bind-mounting {}", root.display()), e))?;
+        .map_err(|e| AgentError::internal("mounting the pause rootfs tmpfs", e))?;
         let rootfs = ImageRootfs {
             mount_point: mount_point.to_path_buf(),
             overlay_dir: None,
         };
-        // Read-only: the pause container has no business writing its rootfs.
-        if let Err(e) = mount(
-            None::<&str>,
-            mount_point,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        ) {
+        let root = self.pause_bundle.join("rootfs");
+        if let Err(e) = copy_tree(&root, mount_point) {
             release(&rootfs);
             return Err(AgentError::internal(
-                "remounting the pause rootfs read-only",
+                &format!("copying the pause rootfs {}", root.display()),
                 e,
             ));
         }
@@ -459,6 +453,26 @@ fn mount_overlay(layers: &[PathBuf], overlay_dir: &Path, mount_point: &Path) -> 
             e,
         )
     })
+}
+
+/// Copies a small trusted tree (the initrd's pause rootfs): dirs, files, symlinks, modes.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&src)?;
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if meta.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(meta.mode()))?;
+        } else if meta.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts a container's image rootfs and removes its overlay dirs.
