@@ -16,7 +16,10 @@
 #      --accept-evidence snp-test on the host (auth as tee snp, SHA-384 of the canonical
 #      {additional-evidence, nonce, tee-pubkey}): the host posts the VM's evidence to
 #      /kbs/v0/attest and gets a token (tee snp, signature_verified false). The guest does
-#      not reach the KBS itself here (no guest network): the harness of issue 11 does that.
+#      not reach the KBS itself here (no guest network): the harness of issue 11 does that;
+#   5. a second boot, the host setting HOST_DATA (fw_cfg opt/cocoon/fake-tee/host_data)
+#      and giving no initdata: the agent reads HOST_DATA through /dev/sev-guest and
+#      refuses to start, naming it.
 #
 #   bash tests/qemu/setup.sh && bash tests/qemu/fake-tee/check.sh
 #
@@ -307,5 +310,37 @@ ctl DestroySandbox >/dev/null || die "DestroySandbox failed"
 for _ in $(seq 1 100); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.2; done
 kill -0 "$QEMU_PID" 2>/dev/null && die "the VM did not power off within 20 s of DestroySandbox"
 grep -q "Kernel panic" "$CONSOLE" && die "kernel panic in the console log"
-log "PASS in $(elapsed)s after boot start"
+QEMU_PID=""
+log "first boot done after $(elapsed)s"
+
+# 5. HOST_DATA set by the host (as QEMU's sev-snp-guest,host-data=... would), no initdata.
+HOST_DATA_HEX="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s' "$HOST_DATA_HEX" | python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.stdin.read()))' >"$WORK/host_data.bin"
+CONSOLE="$WORK/console-host-data.log"
+cp "$OVMF_VARS" "$WORK/OVMF_VARS.fd"
+qemu-system-x86_64 \
+    -machine q35,accel=tcg -cpu max -smp 1 -m "$MEM" \
+    -drive if=pflash,format=raw,unit=0,file="$OVMF_CODE",readonly=on \
+    -drive if=pflash,format=raw,unit=1,file="$WORK/OVMF_VARS.fd" \
+    -kernel "$KERNEL_IMAGE" -initrd "$WORK/initrd.img" -append "$CMDLINE" \
+    -fw_cfg name=opt/cocoon/fake-tee/host_data,file="$WORK/host_data.bin" \
+    -nodefaults -display none -serial file:"$CONSOLE" -no-reboot \
+    >"$WORK/qemu.log" 2>&1 &
+QEMU_PID=$!
+log "second boot (HOST_DATA $HOST_DATA_HEX, no initdata), QEMU pid $QEMU_PID"
+START=$(date +%s)
+while kill -0 "$QEMU_PID" 2>/dev/null; do
+    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "the agent did not stop within ${BOOT_TIMEOUT}s"
+    sleep 0.5
+done
+QEMU_PID=""
+grep -a "fake_sev_guest: HOST_DATA from fw_cfg" "$CONSOLE" >&2 || die "fake_sev_guest did not take HOST_DATA"
+refusal="$(grep -a '"level":"ERROR"' "$CONSOLE" | head -1)"
+log "console: $refusal"
+case "$refusal" in
+    *"HOST_DATA"*"$HOST_DATA_HEX"*) ;;
+    *) die "the agent did not refuse to start over HOST_DATA without initdata" ;;
+esac
+grep -q "reboot: Power down" "$CONSOLE" || die "no 'reboot: Power down' after the refusal"
+log "PASS in $(elapsed)s after the second boot's start"
 OK=1

@@ -140,10 +140,16 @@ static struct miscdevice fake_snp_misc = {
 
 static int __init fake_sev_guest_init(void)
 {
-	int ret = misc_register(&fake_snp_misc);
+	int ret = fake_host_data_init();
 
 	if (ret)
 		return ret;
+	ret = misc_register(&fake_snp_misc);
+	if (ret)
+		return ret;
+	if (fake_host_data_set)
+		pr_info("HOST_DATA from fw_cfg %s: %*phN\n", FAKE_HOST_DATA_FW_CFG,
+			FAKE_SNP_HOST_DATA_LEN, fake_host_data);
 	pr_warn("TEST ONLY: /dev/sev-guest answers with a recorded SEV-SNP report (no valid signature)\n");
 	return 0;
 }

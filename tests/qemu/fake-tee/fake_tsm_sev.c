@@ -83,10 +83,16 @@ static const struct tsm_ops fake_tsm_ops = {
 
 static int __init fake_tsm_sev_init(void)
 {
-	int ret = tsm_register(&fake_tsm_ops, NULL);
+	int ret = fake_host_data_init();
 
 	if (ret)
 		return ret;
+	ret = tsm_register(&fake_tsm_ops, NULL);
+	if (ret)
+		return ret;
+	if (fake_host_data_set)
+		pr_info("HOST_DATA from fw_cfg %s: %*phN\n", FAKE_HOST_DATA_FW_CFG,
+			FAKE_SNP_HOST_DATA_LEN, fake_host_data);
 	pr_warn("TEST ONLY: configfs-tsm provider sev_guest answers with a recorded SEV-SNP report (no valid signature)\n");
 	return 0;
 }
