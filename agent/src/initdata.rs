@@ -61,13 +61,13 @@ pub const CC_KBC: &str = "cc_kbc";
 /// Why initdata could not be used. Each names the initdata's origin and what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum InitdataError {
-    #[error("initdata {origin}: cannot read it: {source}")]
+    #[error("initdata {origin}: cannot read it: {error}")]
     Read {
         origin: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("looking for an initdata device in {dir}: {source}")]
-    Scan { dir: String, source: std::io::Error },
+    #[error("looking for an initdata device in {dir}: {error}")]
+    Scan { dir: String, error: std::io::Error },
     #[error("initdata {origin}: bad magic: expected \"initdata\", found {found:?}")]
     BadMagic { origin: String, found: String },
     #[error(
@@ -88,10 +88,10 @@ pub enum InitdataError {
         len: u64,
         max: u64,
     },
-    #[error("initdata {origin}: the payload is not valid gzip: {source}")]
+    #[error("initdata {origin}: the payload is not valid gzip: {error}")]
     Gzip {
         origin: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("initdata {origin}: the TOML is not UTF-8")]
     NotUtf8 { origin: String },
@@ -109,17 +109,17 @@ pub enum InitdataError {
         key: &'static str,
         message: String,
     },
-    #[error("initdata {origin}: cannot read the hardware binding to check it against: {source}")]
+    #[error("initdata {origin}: cannot read the hardware binding to check it against: {error}")]
     Binding {
         origin: String,
-        source: cocoon_attester::Error,
+        error: cocoon_attester::Error,
     },
     #[error(
-        "initdata {origin} is not the one this VM was launched with, refusing to start: {source}"
+        "initdata {origin} is not the one this VM was launched with, refusing to start: {error}"
     )]
     Mismatch {
         origin: String,
-        source: cocoon_attester::Error,
+        error: cocoon_attester::Error,
     },
     #[error("no initdata was found, but this VM was launched with initdata bound in {register} ({value}): refusing to start without it")]
     Missing {
@@ -237,9 +237,9 @@ impl Initdata {
     /// declared payload are read).
     pub fn read(path: &Path) -> Result<Initdata, InitdataError> {
         let origin = path.display().to_string();
-        let mut file = std::fs::File::open(path).map_err(|source| InitdataError::Read {
+        let mut file = std::fs::File::open(path).map_err(|error| InitdataError::Read {
             origin: origin.clone(),
-            source,
+            error,
         })?;
         read_image(&origin, &mut file)
     }
@@ -269,9 +269,9 @@ impl Initdata {
         };
         let binding = attester
             .initdata_binding()
-            .map_err(|source| InitdataError::Binding {
+            .map_err(|error| InitdataError::Binding {
                 origin: self.origin.clone(),
-                source,
+                error,
             })?;
         match binding {
             None => Ok(Bound::Unverified {
@@ -280,9 +280,9 @@ impl Initdata {
             Some(binding) => {
                 binding
                     .check(&self.digest)
-                    .map_err(|source| InitdataError::Mismatch {
+                    .map_err(|error| InitdataError::Mismatch {
                         origin: self.origin.clone(),
-                        source,
+                        error,
                     })?;
                 Ok(Bound::Verified {
                     register: binding.register,
@@ -421,9 +421,9 @@ struct CdhKbc {
 }
 
 fn read_image(origin: &str, reader: &mut impl Read) -> Result<Initdata, InitdataError> {
-    let read_err = |source| InitdataError::Read {
+    let read_err = |error| InitdataError::Read {
         origin: origin.to_string(),
-        source,
+        error,
     };
     let mut header = [0u8; HEADER_LEN];
     let got = read_full(reader, &mut header).map_err(read_err)?;
@@ -465,9 +465,9 @@ fn read_image(origin: &str, reader: &mut impl Read) -> Result<Initdata, Initdata
     flate2::read::GzDecoder::new(&payload[..])
         .take(MAX_TOML + 1)
         .read_to_end(&mut toml)
-        .map_err(|source| InitdataError::Gzip {
+        .map_err(|error| InitdataError::Gzip {
             origin: origin.to_string(),
-            source,
+            error,
         })?;
     if toml.len() as u64 > MAX_TOML {
         return Err(InitdataError::Oversized {
@@ -507,9 +507,9 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// The first `vd*` / `sd*` block device in `dev_dir` that starts with the magic (as
 /// upstream looks for it). Devices that cannot be read are skipped.
 pub fn find_device(dev_dir: &Path) -> Result<Option<PathBuf>, InitdataError> {
-    let scan = |source| InitdataError::Scan {
+    let scan = |error| InitdataError::Scan {
         dir: dev_dir.display().to_string(),
-        source,
+        error,
     };
     let mut names: Vec<_> = std::fs::read_dir(dev_dir)
         .map_err(scan)?
@@ -578,9 +578,9 @@ pub fn startup(
     };
     // With any sign of a TEE its register must be readable (fail closed); only without
     // one is there nothing to check against.
-    let attester = attester.map_err(|source| InitdataError::Binding {
+    let attester = attester.map_err(|error| InitdataError::Binding {
         origin: path.display().to_string(),
-        source,
+        error,
     })?;
     let initdata = Initdata::read(&path)?;
     let bound = initdata.check(attester.as_ref())?;

@@ -348,6 +348,9 @@ fn bad_initdata_stops_the_agent_and_says_why() {
         assert!(!all.contains("listening on"), "{name}: {all}");
         assert!(all.contains(needle), "{name}: {all}");
         assert!(all.contains(&format!("{name}.img")), "{name}: {all}");
+        // Said once, on the console line.
+        let console = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(console.matches(needle).count(), 1, "{name}: {console}");
     }
 }
 
