@@ -258,7 +258,11 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
-        self.policy.check(&req)?;
+        // genpolicy's rules take milliseconds here: off the runtime's only thread.
+        let (policy, copy) = (self.policy.clone(), req.clone());
+        tokio::task::spawn_blocking(move || policy.check(&copy))
+            .await
+            .map_err(|e| AgentError::internal("policy", e))??;
         empty(self.do_create_container(req).await)
     }
 
