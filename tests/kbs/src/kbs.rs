@@ -37,7 +37,8 @@ pub enum Evidence {
     /// "report_data":"<base64 std>"}` whose report data equals the binding.
     Sample,
     /// TEST MODE, `--accept-evidence snp-test`: `tee` `snp`, Trustee's SNP evidence whose
-    /// REPORT_DATA equals the binding. THE REPORT SIGNATURE IS NOT VERIFIED (see
+    /// REPORT_DATA equals the binding (and HOST_DATA the init-data digest, given
+    /// init-data). THE REPORT SIGNATURE IS NOT VERIFIED (see
     /// [`crate::snp`]): for the fake SEV-SNP devices of `tests/qemu/fake-tee/` only.
     SnpTestNoSignature,
 }
@@ -469,10 +470,15 @@ impl Kbs {
                     "no verifier for additional evidence (--accept-evidence snp-test)".into(),
                 );
             }
-            // TEST MODE: the binding is checked, the signature is not.
+            let init_digest = match &att.init_data {
+                Some(init) => Some(crate::snp::init_data_digest(&init.format, &init.body)?),
+                None => None,
+            };
+            // TEST MODE: the bindings are checked, the signature is not.
             return crate::snp::verify_test_mode(
                 &att.tee_evidence.primary_evidence,
                 &primary_report_data(nonce, pubkey, additional),
+                init_digest.as_deref(),
             );
         }
         let check = |evidence: &Value, want: &[u8]| -> Result<String, String> {

@@ -21,9 +21,10 @@ use cocoon_test_kbs::protocol::{DEFAULT_SESSION_TTL_SECS, DEFAULT_TOKEN_LEEWAY_S
 enum AcceptEvidence {
     /// Trustee's sample verifier (tee `sample`).
     Sample,
-    /// TEST MODE: SEV-SNP evidence (tee `snp`) whose report data is the binding; the
-    /// report's SIGNATURE, certificate chain, TCB and HOST_DATA are NOT VERIFIED. For the
-    /// fake SEV-SNP devices of tests/qemu/fake-tee only.
+    /// TEST MODE: SEV-SNP evidence (tee `snp`) whose report data is the binding (and
+    /// HOST_DATA the init-data digest, given init-data); the report's SIGNATURE,
+    /// certificate chain and TCB are NOT VERIFIED. For the fake SEV-SNP devices of
+    /// tests/qemu/fake-tee only.
     SnpTest,
 }
 
@@ -78,7 +79,8 @@ fn main() -> anyhow::Result<()> {
         AcceptEvidence::SnpTest => {
             eprintln!(
                 "cocoon-test-kbs: WARNING: --accept-evidence snp-test: SEV-SNP report \
-                 signatures are NOT verified (test mode; only report data is checked)"
+                 signatures are NOT verified (test mode; only the report-data and init-data \
+                 bindings are checked)"
             );
             Evidence::SnpTestNoSignature
         }

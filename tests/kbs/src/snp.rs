@@ -1,5 +1,5 @@
 //! `--accept-evidence snp-test`: SEV-SNP evidence in a TEST MODE that checks the
-//! report-data binding and NOT THE SIGNATURE.
+//! report-data and init-data bindings and NOT THE SIGNATURE.
 //!
 //! Made for the fake SEV-SNP devices of `tests/qemu/fake-tee/` (a recorded real report with
 //! the request's report data patched in, which breaks its signature). Never point anything
@@ -15,15 +15,50 @@
 //! | ARK/ASK/VCEK chain, report signature, TCB vs VCEK | **NOT CHECKED** |
 //! | `vmpl == 0` ("VMPL Check Failed") | the same |
 //! | `report_data` == the binding, zero-padded to 64 ("Report Data Mismatch") | the same |
-//! | `host_data` == the init-data digest ("Host Data Mismatch") | not checked (no init-data digest here, as for `sample`) |
+//! | with `init-data` (`format` `toml`, else "Unsupported initdata format"): the TOML (`version`, `algorithm`, `data`) parsed, its text digested with `algorithm`, `host_data` == the digest cut/padded to 32 ("Host Data Mismatch") | the same (`sm3` unsupported) |
+
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// `ATTESTATION_REPORT.REPORT_DATA` width.
 pub const REPORT_DATA_LEN: usize = 64;
 /// Report versions this mode takes (Trustee: 3..=5, see the module docs).
 pub const VERSIONS: std::ops::RangeInclusive<u32> = 2..=5;
+/// `ATTESTATION_REPORT.HOST_DATA` width.
+pub const HOST_DATA_LEN: usize = 32;
+
+/// Trustee's `Initdata` (attestation-service/src/lib.rs): what `init-data.body` must be.
+#[derive(Deserialize)]
+#[allow(dead_code)] // parsed for shape only
+struct Initdata {
+    version: String,
+    algorithm: String,
+    data: HashMap<String, String>,
+}
+
+/// The digest Trustee binds for `init-data` `{format, body}`: `body` parsed as its
+/// `Initdata` TOML, then the whole text hashed with its `algorithm`.
+pub fn init_data_digest(format: &str, body: &str) -> Result<Vec<u8>, String> {
+    if format != "toml" {
+        return Err(format!("Unsupported initdata format: {format}"));
+    }
+    let init: Initdata = toml::from_str(body)
+        .map_err(|e| format!("parse init data: parse TOML structured data: {e}"))?;
+    let bytes = body.as_bytes();
+    Ok(match init.algorithm.as_str() {
+        "sha256" => Sha256::digest(bytes).to_vec(),
+        "sha384" => Sha384::digest(bytes).to_vec(),
+        "sha512" => Sha512::digest(bytes).to_vec(),
+        other => {
+            return Err(format!(
+                "parse init data: algorithm {other:?} (snp-test: sha256/384/512)"
+            ))
+        }
+    })
+}
 
 /// The evidence shape Trustee deserialises (`SnpEvidence`).
 #[derive(Deserialize)]
@@ -76,9 +111,14 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Checks `evidence` (the `primary_evidence` value) against `binding` (the SHA-384 of the
-/// runtime data; zero-padded to 64 as Trustee's `regularize_data` does). THE SIGNATURE IS
+/// runtime data; zero-padded to 64 as Trustee's `regularize_data` does) and, given one,
+/// `init_data_digest` against HOST_DATA (cut or zero-padded to 32). THE SIGNATURE IS
 /// NOT VERIFIED. `Ok` holds the claims for the token's `evidence` member.
-pub fn verify_test_mode(evidence: &Value, binding: &[u8]) -> Result<Value, String> {
+pub fn verify_test_mode(
+    evidence: &Value,
+    binding: &[u8],
+    init_data_digest: Option<&[u8]>,
+) -> Result<Value, String> {
     let ev: SnpEvidence = serde_json::from_value(evidence.clone())
         .map_err(|e| format!("Deserialize SNP Evidence failed: {e}"))?;
     let r = &ev.attestation_report;
@@ -108,6 +148,17 @@ pub fn verify_test_mode(evidence: &Value, binding: &[u8]) -> Result<Value, Strin
             hex(&r.report_data),
             hex(&expected)
         ));
+    }
+    if let Some(digest) = init_data_digest {
+        let mut expected = digest.to_vec();
+        expected.resize(HOST_DATA_LEN, 0);
+        if r.host_data != expected {
+            return Err(format!(
+                "Host Data Mismatch. Given: {}, Expected: {}",
+                hex(&r.host_data),
+                hex(&expected)
+            ));
+        }
     }
     Ok(json!({
         "report_data": hex(&r.report_data),

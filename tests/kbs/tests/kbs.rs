@@ -1014,7 +1014,14 @@ fn snp_fixture() -> Vec<u8> {
 /// 0x30, as the fake devices of tests/qemu/fake-tee answer; serialised with sev 6.3's
 /// types, which Trustee deserialises it with.
 fn snp_evidence(report_data: &[u8], vmpl: u32) -> Value {
+    snp_evidence_host(report_data, vmpl, &[])
+}
+
+/// [`snp_evidence`] with `host_data` (zero-padded to 32) at 0xC0, as the host sets it.
+fn snp_evidence_host(report_data: &[u8], vmpl: u32, host_data: &[u8]) -> Value {
     let mut raw = snp_fixture();
+    raw[0xc0..0xe0].fill(0);
+    raw[0xc0..0xc0 + host_data.len()].copy_from_slice(host_data);
     raw[0x50..0x90].fill(0);
     raw[0x50..0x50 + report_data.len()].copy_from_slice(report_data);
     raw[0x30..0x34].copy_from_slice(&vmpl.to_le_bytes());
@@ -1030,6 +1037,80 @@ impl Client {
     fn binding(&self, nonce: &str) -> Vec<u8> {
         STANDARD.decode(self.key.report_data(nonce, "")).unwrap()
     }
+
+    fn attest_init(&self, nonce: &str, primary: Value, init_data: Value) -> Answer {
+        self.post(
+            "/kbs/v0/attest",
+            json!({
+                "init-data": init_data,
+                "runtime-data": {"nonce": nonce, "tee-pubkey": self.key.jwk()},
+                "tee-evidence": {"primary_evidence": primary, "additional_evidence": ""},
+            }),
+        )
+    }
+}
+
+#[test]
+fn snp_test_mode_checks_host_data_against_init_data() {
+    let body = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"aa.toml\" = \"\"\"\n[token_configs]\n\"\"\"\n";
+    let digest = Sha384::digest(body.as_bytes());
+    let kbs = Kbs::start(&["--accept-evidence", "snp-test"]);
+    let mut c = kbs.client();
+    assert_eq!(c.auth_tee("snp").status, 200);
+    let nonce = c.nonce.clone().unwrap();
+    let binding = c.binding(&nonce);
+    let bound = snp_evidence_host(&binding, 0, &digest[..32]);
+    let init = json!({"format": "toml", "body": body});
+    let other_body = body.replace("0.1.0", "0.1.1");
+    let sha256_body = body.replace("sha384", "sha256");
+    for (what, ev, init) in [
+        ("HOST_DATA zero", snp_evidence(&binding, 0), init.clone()),
+        (
+            "other body",
+            bound.clone(),
+            json!({"format": "toml", "body": other_body}),
+        ),
+        (
+            "other algorithm",
+            bound.clone(),
+            json!({"format": "toml", "body": sha256_body}),
+        ),
+        (
+            "not toml",
+            bound.clone(),
+            json!({"format": "json", "body": body}),
+        ),
+        (
+            "not Initdata",
+            bound.clone(),
+            json!({"format": "toml", "body": "x = 1"}),
+        ),
+        (
+            "sm3",
+            bound.clone(),
+            json!({"format": "toml", "body": body.replace("sha384", "sm3")}),
+        ),
+    ] {
+        let a = c.attest_init(&nonce, ev, init);
+        assert_eq!(a.status, 401, "{what}: {a:?}");
+        a.trustee_error(401, "AttestationError", ATTEST_FAILED);
+    }
+    let a = c.attest_init(&nonce, bound.clone(), init);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        claims(a.json()["token"].as_str().unwrap())["evidence"]["host_data"],
+        digest[..32]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+
+    // Without init-data, HOST_DATA is not looked at (as Trustee).
+    let mut d = kbs.client();
+    assert_eq!(d.auth_tee("snp").status, 200);
+    let n = d.nonce.clone().unwrap();
+    let ev = snp_evidence_host(&d.binding(&n), 0, &[7; 32]);
+    assert_eq!(d.attest_init(&n, ev, Value::Null).status, 200);
 }
 
 #[test]
