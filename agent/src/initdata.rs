@@ -329,14 +329,17 @@ impl Initdata {
                     ),
                 ))
             }
-            (Some(aa), cdh) => (Some(aa.url), aa.cert.or(cdh.and_then(|c| c.kbs_cert))),
-            (None, Some(cdh)) => (Some(cdh.url), cdh.kbs_cert),
+            (Some(aa), cdh) => (
+                Some((AA_TOML, aa.url)),
+                aa.cert.or(cdh.and_then(|c| c.kbs_cert)),
+            ),
+            (None, Some(cdh)) => (Some((CDH_TOML, cdh.url)), cdh.kbs_cert),
             (None, None) => (None, None),
         };
-        if let Some(url) = url {
+        if let Some((key, url)) = url {
             let params: KbcParams = format!("{CC_KBC}::{url}")
                 .parse()
-                .map_err(|e: String| self.entry_error(AA_TOML, format!("KBS url: {e}")))?;
+                .map_err(|e: String| self.entry_error(key, format!("KBS url: {e}")))?;
             notes.push(format!("initdata: KBS {}", params.url));
             config.aa_kbc_params = Some(params);
             // The certificate belongs to that KBS: one from the config does not carry over.
@@ -771,6 +774,11 @@ work_dir = "/run/image-rs"
             ("\"aa.toml\" = \"[token_configs.kbs]\\nurl = \\\"ftp://x\\\"\\n\"", "aa.toml", "http"),
             ("\"cdh.toml\" = \"[kbc]\\nname = \\\"offline_fs_kbc\\\"\\nurl = \\\"http://x\\\"\\n\"", "cdh.toml", "offline_fs_kbc"),
             ("\"cdh.toml\" = \"[image]\\nno_such = 1\\n\"", "cdh.toml", "no_such"),
+            (
+                "\"cdh.toml\" = \"[kbc]\\nname = \\\"cc_kbc\\\"\\nurl = \\\"kbs:8080\\\"\\n\"",
+                "cdh.toml",
+                "http",
+            ),
             (
                 "\"aa.toml\" = \"[token_configs.kbs]\\nurl = \\\"http://a\\\"\\n\"\n\"cdh.toml\" = \"[kbc]\\nname = \\\"cc_kbc\\\"\\nurl = \\\"http://b\\\"\\n\"",
                 "cdh.toml",
