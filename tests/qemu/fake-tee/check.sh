@@ -4,7 +4,9 @@
 # code runs against them inside the VM:
 #
 #   1. the agent loads fake_sev_guest and fake_tsm_sev and its start-up probe finds
-#      SEV-SNP ("attestation probe: ... TEE snp ..."); GetGuestDetails says tee=snp;
+#      SEV-SNP ("attestation probe: ... TEE snp ..."); the host set HOST_DATA (fw_cfg
+#      opt/cocoon/fake-tee/host_data) to the digest of the initdata on a virtio disk, and
+#      the agent finds them matching; GetGuestDetails says tee=snp and initdata=verified;
 #   2. /dev/sev-guest: a container asks the agent's workload REST API for evidence
 #      (GET /aa/evidence, attestation mode; the KBS address is configured but never
 #      dialled), which the agent makes with SNP_GET_EXT_REPORT: the evidence is Trustee's
@@ -14,8 +16,9 @@
 #      attester falls back to the sev_guest provider, and report_data is ours again;
 #   4. the runtime data of 2. is the RCAR binding of a session with cocoon-test-kbs
 #      --accept-evidence snp-test on the host (auth as tee snp, SHA-384 of the canonical
-#      {additional-evidence, nonce, tee-pubkey}): the host posts the VM's evidence to
-#      /kbs/v0/attest and gets a token (tee snp, signature_verified false). The guest does
+#      {additional-evidence, nonce, tee-pubkey}): the host posts the VM's evidence with the
+#      initdata as init-data to /kbs/v0/attest and gets a token (tee snp,
+#      signature_verified false); other init-data or report data is refused. The guest does
 #      not reach the KBS itself here (no guest network): the harness of issue 11 does that;
 #   5. a second boot, the host setting HOST_DATA (fw_cfg opt/cocoon/fake-tee/host_data)
 #      and giving no initdata: the agent reads HOST_DATA through /dev/sev-guest and
@@ -116,10 +119,24 @@ UpdateEphemeralMountsRequest UpdateInterfaceRequest UpdateRoutesRequest
 VolumeStatsRequest WaitProcessRequest WriteStreamRequest"
 { echo "package agent_policy"; for r in $RULES; do echo "default $r := true"; done; } >"$WORK/allow-all.rego"
 
+# initdata as the Kata runtime writes it ("initdata", u64 LE length, gzip(TOML), padded
+# to 512), and HOST_DATA = its SHA-384, cut to 32, as the host sets it at launch.
+python3 - "$WORK" <<'EOF'
+import gzip, hashlib, struct, sys
+work = sys.argv[1]
+toml = 'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n"note.txt" = "cocoon fake-tee check"\n'
+gz = gzip.compress(toml.encode(), mtime=0)
+disk = b"initdata" + struct.pack("<Q", len(gz)) + gz
+disk += b"\0" * (-len(disk) % 512)
+open(f"{work}/initdata.img", "wb").write(disk)
+open(f"{work}/initdata.toml", "w").write(toml)
+open(f"{work}/initdata-host_data.bin", "wb").write(hashlib.sha384(toml.encode()).digest()[:32])
+EOF
+
 log "building the TEST initrd with fake_sev_guest and fake_tsm_sev"
 "$RB" initrd --agent "$COCOON_AGENT" --kernel-modules "$FAKE_MODULES" \
-    --module fake_sev_guest --module fake_tsm_sev --policy "$WORK/allow-all.rego" \
-    -o "$WORK/initrd.img" --manifest "$WORK/manifest.json" >/dev/null
+    --module fake_sev_guest --module fake_tsm_sev --module virtio_blk \
+    --policy "$WORK/allow-all.rego" -o "$WORK/initrd.img" --manifest "$WORK/manifest.json" >/dev/null
 grep -q fake_sev_guest "$WORK/manifest.json" || die "fake_sev_guest is not in the initrd"
 
 # --- boot -------------------------------------------------------------------------------
@@ -142,6 +159,9 @@ qemu-system-x86_64 \
     -kernel "$KERNEL_IMAGE" -initrd "$WORK/initrd.img" -append "$CMDLINE" \
     -chardev socket,id=vsock0,path="$WORK/vhost.sock" \
     -device vhost-user-vsock-pci,chardev=vsock0 \
+    -drive if=none,id=initdata,format=raw,readonly=on,file="$WORK/initdata.img" \
+    -device virtio-blk-pci,drive=initdata \
+    -fw_cfg name=opt/cocoon/fake-tee/host_data,file="$WORK/initdata-host_data.bin" \
     -nodefaults -display none -serial file:"$CONSOLE" -no-reboot \
     >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
@@ -165,8 +185,11 @@ ADDR="hvsock://$WORK/vsock.sock:$VSOCK_PORT"
 ctl() { timeout 120 "$COCOON_CTL" --server-address "$ADDR" "$@"; }
 ctl Check | grep -q SERVING || die "Health.Check did not answer SERVING"
 details="$(ctl GetGuestDetails '{"mem_block_size": true}')" || die "GetGuestDetails failed"
+grep -a "initdata matches the hardware binding" "$CONSOLE" >&2 ||
+    die "the agent did not verify initdata against the fake HOST_DATA"
 echo "$details" | grep -q '"tee=snp"' || die "GetGuestDetails does not say tee=snp: $details"
-log "GetGuestDetails: extra_features has tee=snp"
+echo "$details" | grep -q '"initdata=verified"' || die "GetGuestDetails does not say initdata=verified: $details"
+log "GetGuestDetails: extra_features has tee=snp, initdata=verified"
 ctl CreateSandbox '{"hostname": "fake-tee", "sandbox_id": "fake-tee"}' >/dev/null ||
     die "CreateSandbox failed"
 
@@ -266,21 +289,34 @@ EOF
 log "evidence from /dev/sev-guest (REST API) and configfs-tsm (attest) binds our report data"
 
 # 4. (second half) the VM's evidence, posted to the KBS session it was made for.
-python3 - "$KBS_URL" "$WORK/kbs-session.json" "$WORK/container.out" <<'EOF' || die "the test KBS did not accept the VM's evidence: $(cat "$WORK/kbs.err")"
+python3 - "$KBS_URL" "$WORK/kbs-session.json" "$WORK/container.out" "$WORK/initdata.toml" <<'EOF' || die "the test KBS did not accept the VM's evidence: $(cat "$WORK/kbs.err")"
 import base64, json, sys, urllib.error, urllib.request
 url, session, out = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
+toml = open(sys.argv[4]).read()
 evidence = json.loads(out.partition("\n====\n")[0])
-body = {"init-data": None,
+def attest(body, cookie):
+    req = urllib.request.Request(url + "/kbs/v0/attest", method="POST", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Cookie": cookie})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+body = {"init-data": {"format": "toml", "body": toml.replace("0.1.0", "0.1.1")},
         "runtime-data": {"nonce": session["nonce"], "tee-pubkey": session["jwk"]},
         "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""}}
-req = urllib.request.Request(url + "/kbs/v0/attest", method="POST", data=json.dumps(body).encode(),
-    headers={"Content-Type": "application/json", "Cookie": session["cookie"]})
-with urllib.request.urlopen(req, timeout=20) as r:
-    token = json.load(r)["token"]
+status, err = attest(body, session["cookie"])
+assert status == 401 and err["type"].endswith("/AttestationError"), (status, err)
+print("fake-tee check: other init-data:", status, err["type"].rsplit("/", 1)[1], file=sys.stderr)
+body["init-data"]["body"] = toml
+status, answer = attest(body, session["cookie"])
+assert status == 200, (status, answer)
+token = answer["token"]
 part = token.split(".")[1]
 claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 print("fake-tee check: KBS token claims: tee", claims["tee"], "evidence", json.dumps(claims["evidence"])[:160], file=sys.stderr)
 assert claims["tee"] == "snp" and claims["evidence"]["signature_verified"] is False, claims
+assert claims["init-data"]["body"] == toml, claims
 # A second session is not given evidence bound to someone else's data: the configfs-tsm
 # evidence (bound to random bytes) is refused as Trustee refuses it.
 req = urllib.request.Request(url + "/kbs/v0/auth", method="POST",
@@ -291,19 +327,16 @@ with urllib.request.urlopen(req, timeout=20) as r:
 other = json.loads(out.partition("\n====\n")[2].partition("\n")[2])["evidence"]
 body["runtime-data"]["nonce"] = nonce
 body["tee-evidence"]["primary_evidence"] = other
-req = urllib.request.Request(url + "/kbs/v0/attest", method="POST", data=json.dumps(body).encode(),
-    headers={"Content-Type": "application/json", "Cookie": cookie})
-try:
-    urllib.request.urlopen(req, timeout=20)
-    sys.exit("evidence bound to other data was accepted")
-except urllib.error.HTTPError as e:
-    err = json.load(e)
-    assert e.code == 401 and err["type"].endswith("/AttestationError"), (e.code, err)
-    print("fake-tee check: other report data:", e.code, err["type"].rsplit("/", 1)[1], file=sys.stderr)
+status, err = attest(body, cookie)
+assert status == 401 and err["type"].endswith("/AttestationError"), (status, err)
+print("fake-tee check: other report data:", status, err["type"].rsplit("/", 1)[1], file=sys.stderr)
 with urllib.request.urlopen(url + "/test/stats", timeout=20) as r:
     stats = json.load(r)
 assert stats["handshakes"] == 1, stats
 EOF
+for why in "Host Data Mismatch" "Report Data Mismatch"; do
+    grep -q "$why" "$WORK/kbs.err" || die "the KBS refused for another reason than '$why': $(cat "$WORK/kbs.err")"
+done
 log "cocoon-test-kbs --accept-evidence snp-test attested the VM's evidence (one handshake)"
 
 ctl DestroySandbox >/dev/null || die "DestroySandbox failed"
