@@ -294,6 +294,17 @@ impl OciRegistry {
     /// Build a client. Plain HTTP is used exactly for the hosts whose registries.conf
     /// entry (or mirror) says `insecure = true`.
     pub fn new(options: RegistryOptions) -> Result<Self, RegistryError> {
+        // oci-client 0.18 builds a `reqwest::Client::new()` inside every `Client` (its
+        // `Default`), and that panics when the system has no root certificate at all —
+        // extra roots do not help. In PID 1 a panic powers the VM off: say what is
+        // missing instead.
+        if rustls_native_certs::load_native_certs().certs.is_empty() {
+            return Err(RegistryError::Config(
+                "no CA certificates in the guest (/etc/ssl/certs; rootfs-builder --ca-certs \
+                 installs a bundle): the registry client cannot be built without them"
+                    .to_owned(),
+            ));
+        }
         let mut insecure_hosts = Vec::new();
         for entry in &options.registries.registry {
             if entry.insecure {
