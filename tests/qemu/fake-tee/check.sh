@@ -27,8 +27,7 @@
 #   bash tests/qemu/setup.sh && bash tests/qemu/fake-tee/check.sh
 #
 # Environment: COCOON_AGENT, COCOON_CTL, COCOON_ROOTFS_BUILDER, COCOON_TEST_KBS (use given
-# binaries), CHECK_BOOT_TIMEOUT
-# (default 150 s), CHECK_KEEP=1 (keep the work directory).
+# binaries), CHECK_BOOT_TIMEOUT (default 150 s), CHECK_KEEP=1 (keep the work directory).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
