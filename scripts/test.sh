@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what it needs, then formatting, clippy -D warnings, every
-# crate's tests (including the agent as PID 1 in fresh namespaces), and the QEMU smoke
-# test that boots the real guest. `.ci/run` calls exactly this.
+# crate's tests (including the agent as PID 1 in fresh namespaces), the QEMU smoke
+# test that boots the real guest, and the confidential pod end to end under QEMU. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -21,5 +21,8 @@ cargo test --workspace --locked
 
 step "QEMU smoke test: boot the guest, agent as PID 1 over hybrid vsock"
 bash tests/qemu/smoke.sh
+
+step "QEMU confidential pod: attest, pull an encrypted image, unseal secrets, run it"
+bash tests/qemu/e2e.sh
 
 step "all passed"

@@ -448,8 +448,13 @@ fn mount_overlay(layers: &[PathBuf], overlay_dir: &Path, mount_point: &Path) -> 
     )
     .map_err(|e| {
         let _ = std::fs::remove_dir_all(overlay_dir);
+        let hint = if e == nix::errno::Errno::ENODEV {
+            " (the guest kernel has no overlayfs: build the initrd with --module overlay)"
+        } else {
+            ""
+        };
         AgentError::internal(
-            &format!("mounting the overlay on {}", mount_point.display()),
+            &format!("mounting the overlay on {}{hint}", mount_point.display()),
             e,
         )
     })

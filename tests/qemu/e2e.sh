@@ -8,7 +8,7 @@
 #
 # With the fake TEE modules built by tests/qemu/setup.sh (build/fake-tee), the guest
 # attests as SEV-SNP through the attester's real device code; without them, with the
-# explicitly requested sample attester.
+# explicitly requested sample attester (also with COCOON_E2E_FAKE_TEE=0).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${COCOON_BUILD_DIR:-$ROOT/build}"
@@ -26,18 +26,29 @@ cargo build --quiet --release -p cocoon-test-kbs -p rootfs-builder -p cocoon-qem
 
 MODULES="$KERNEL_MODULES"
 FAKE=()
-if [ -f "$BUILD/fake-tee/env" ]; then
+if [ -f "$BUILD/fake-tee/env" ] && [ "${COCOON_E2E_FAKE_TEE:-1}" != 0 ]; then
     # shellcheck disable=SC1091
     . "$BUILD/fake-tee/env"
-    MODULES="$FAKE_TEE_MODULES_DIR"
-    for m in $FAKE_TEE_MODULES; do FAKE+=(--fake-tee-module "$m"); done
+    MODULES="$FAKE_TEE_MODULES"
+    for m in $FAKE_TEE_MODULE_NAMES; do FAKE+=(--fake-tee-module "$m"); done
 else
     log "no fake TEE modules ($BUILD/fake-tee/env): the guest uses the sample attester"
 fi
 
-exec "$TARGET_DIR/release/cocoon-e2e" \
+# The confidential default policy, with stream reads allowed so that the test can read
+# the workload's output (ExecProcess stays denied). Measured: it is in the initrd.
+POLICY="$(mktemp "${TMPDIR:-/tmp}/cocoon-e2e-policy.XXXXXX.rego")"
+trap 'rm -f "$POLICY"' EXIT
+sed 's/^default ReadStreamRequest := false$/default ReadStreamRequest := true/' \
+    agent/src/policy/default.rego >"$POLICY"
+grep -q '^default ReadStreamRequest := true$' "$POLICY" ||
+    { log "agent/src/policy/default.rego changed: cannot derive the test policy"; exit 1; }
+# The built-in policy gets this from the agent; a policy file defines it itself.
+echo 'kata_run_dir := "/run/kata-containers"' >>"$POLICY"
+
+"$TARGET_DIR/release/cocoon-e2e" \
     --agent "$TARGET_DIR/x86_64-unknown-linux-musl/release/cocoon-agent" \
     --rootfs-builder "$TARGET_DIR/release/rootfs-builder" \
     --test-kbs "$TARGET_DIR/release/cocoon-test-kbs" \
     --kernel "$KERNEL_IMAGE" --kernel-modules "$MODULES" \
-    "${FAKE[@]}" "$@"
+    --policy "$POLICY" "${FAKE[@]}" "$@"

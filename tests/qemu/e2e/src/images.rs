@@ -59,15 +59,20 @@ fn busybox_root(dir: &Path, busybox: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the plain image as an OCI layout (tag `v1`) in `dir`.
-pub fn plain_layout(dir: &Path, busybox: &Path) -> Result<()> {
+/// Writes the plain image as an OCI layout (tag `v1`) in `dir`. A `variant` changes the
+/// app layer (so its `diff_id` is new: layers the guest holds already are never fetched
+/// again, whatever key or registry copy another image names).
+pub fn plain_layout(dir: &Path, busybox: &Path, variant: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir()?;
     let base = tmp.path().join("base");
     busybox_root(&base, busybox)?;
     let app = tmp.path().join("app");
     std::fs::create_dir_all(app.join("app"))?;
-    std::fs::write(app.join("app/message.txt"), IMAGE_FILE_TEXT)?;
+    std::fs::write(
+        app.join("app/message.txt"),
+        format!("{IMAGE_FILE_TEXT}{variant}"),
+    )?;
     std::fs::write(app.join("app/run.sh"), RUN_SH)?;
     std::fs::set_permissions(app.join("app/run.sh"), PermissionsExt::from_mode(0o755))?;
 

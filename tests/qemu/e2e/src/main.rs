@@ -48,6 +48,12 @@ struct Cli {
     /// attester.
     #[arg(long = "fake-tee-module")]
     fake_tee_modules: Vec<String>,
+    /// The agent policy baked into the initrd (and named by the measured agent config).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// CA bundle for the guest (the registry client needs a root store).
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    ca_certs: PathBuf,
     /// Keep the whole work directory.
     #[arg(long)]
     keep: bool,
@@ -174,7 +180,7 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
     // The registry and its images.
     let registry = services::Registry::start(work)?;
     let plain = work.join("layout-plain");
-    images::plain_layout(&plain, &cli.busybox)?;
+    images::plain_layout(&plain, &cli.busybox, "")?;
     let repo = |tag: &str| format!("{}/cocoon/app:{tag}", registry.addr);
     let guest = |tag: &str| format!("{}/cocoon/app:{tag}", vm::GUEST_REGISTRY);
     let rsa_arg = format!("jwe:{}", rsa_pub.display());
@@ -185,7 +191,12 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         ("denied", &denied_kek, DENIED_KEK_ID),
     ] {
         let out = work.join(format!("layout-{tag}"));
-        images::provider_encrypted(&plain, &out, key, kid)?;
+        // Each image has its own app layer: one the guest already holds (by diff_id) is
+        // not fetched again, so neither its key nor its registry copy would matter.
+        let variant = work.join(format!("layout-plain-{tag}"));
+        images::plain_layout(&variant, &cli.busybox, &format!(" ({tag})"))?;
+        let source = variant;
+        images::provider_encrypted(&source, &out, key, kid)?;
         images::push(&out, &repo(tag), &[])?;
         if tag == "tampered" {
             images::tamper_top_layer(&out, &registry.root)?;
@@ -232,7 +243,7 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
     // The initrd: the agent, its config (measured with the initrd), the NIC driver.
     let config = format!(
         "aa_kbc_params = \"cc_kbc::http://{kbs}\"\n{attester}\
-         [image]\ndecryption_key_uris = [\"kbs:///default/image-key/rsa\"]\n\
+         {policy}[image]\ndecryption_key_uris = [\"kbs:///default/image-key/rsa\"]\n\
          [[image.registry_config.registry]]\nlocation = \"{reg}\"\ninsecure = true\n",
         kbs = vm::GUEST_KBS,
         reg = vm::GUEST_REGISTRY,
@@ -240,6 +251,11 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
             ""
         } else {
             "attester = \"sample\"\n"
+        },
+        policy = if cli.policy.is_some() {
+            "policy_file = \"/etc/kata-opa/default-policy.rego\"\n"
+        } else {
+            ""
         },
     );
     let config_path = work.join("agent.toml");
@@ -251,13 +267,18 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         .arg(&cli.agent)
         .arg("--kernel-modules")
         .arg(&cli.kernel_modules)
-        .args(["--module", "virtio_net"])
+        .args(["--module", "virtio_net", "--module", "overlay"])
         .arg("--agent-config")
         .arg(&config_path)
+        .arg("--ca-certs")
+        .arg(&cli.ca_certs)
         .arg("-o")
         .arg(&initrd);
     for m in &cli.fake_tee_modules {
         rb.args(["--module", m]);
+    }
+    if let Some(p) = &cli.policy {
+        rb.arg("--policy").arg(p);
     }
     procs::run(&mut rb).context("building the initrd")?;
 
@@ -470,20 +491,14 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         first_line(&tampered)
     ));
     s.push_str(&format!("  exec               {exec_note}\n"));
-    s.push_str(&format!("  logs               {}\n", work.display()));
+    if cli.keep || cli.keep_logs {
+        s.push_str(&format!("  logs               {}\n", work.display()));
+    }
     Ok(s)
 }
 
 fn first_line(s: &str) -> String {
-    let l = s.lines().next().unwrap_or("");
-    if l.len() > 160 {
-        format!(
-            "{}...",
-            &l[..l.char_indices().nth(160).map_or(l.len(), |(i, _)| i)]
-        )
-    } else {
-        l.to_owned()
-    }
+    s.lines().next().unwrap_or("").to_owned()
 }
 
 /// Boots and connects; one restart if the connection hangs (it does now and then under
