@@ -22,6 +22,9 @@ cargo test --workspace --locked
 step "QEMU smoke test: boot the guest, agent as PID 1 over hybrid vsock"
 bash tests/qemu/smoke.sh
 
+step "QEMU fake TEE: the attester's device and configfs code, initdata match/mismatch in the VM"
+bash tests/qemu/fake-tee/check.sh
+
 step "QEMU confidential pod: attest, pull an encrypted image, unseal secrets, run it"
 bash tests/qemu/e2e.sh
 

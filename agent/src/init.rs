@@ -111,6 +111,25 @@ const CGROUP2: Mount = Mount {
     data: "nsdelegate",
 };
 
+/// configfs, where the kernel's TSM report interface lives (`/sys/kernel/config/tsm`:
+/// TDX and SNP reports through configfs-tsm). Mounted after the modules are loaded.
+const CONFIGFS: Mount = Mount {
+    source: "configfs",
+    target: "/sys/kernel/config",
+    fstype: "configfs",
+    flags: NOSUID_NODEV_NOEXEC,
+    data: "",
+};
+
+/// Mounts configfs when the kernel has it (after the modules are loaded; a kernel
+/// without configfs is not an error: the attester then uses the device interfaces).
+pub fn mount_configfs() -> Result<bool, InitError> {
+    if !std::path::Path::new(CONFIGFS.target).is_dir() {
+        return Ok(false);
+    }
+    do_mount(&CONFIGFS).map(|()| true)
+}
+
 /// True when the kernel started us as init.
 pub fn is_init() -> bool {
     nix::unistd::getpid().as_raw() == 1

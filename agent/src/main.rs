@@ -98,6 +98,10 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         init::finish_setup().context("PID 1 setup")?;
         let loaded = init::load_modules(std::path::Path::new(init::MODULES_ORDER))
             .context("loading kernel modules")?;
+        match init::mount_configfs() {
+            Ok(mounted) => tracing::debug!(mounted, "configfs"),
+            Err(e) => tracing::warn!(error = %e, "configfs not mounted (configfs-tsm unusable)"),
+        }
         tracing::info!(modules = loaded, "init done");
     }
     if config.log_vport != 0 {

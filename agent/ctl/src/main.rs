@@ -56,6 +56,12 @@ enum CtlCommand {
         /// The OCI config.json; a relative root.path is taken from its directory.
         spec: std::path::PathBuf,
     },
+    /// Send SetPolicy with the Rego policy in FILE (checked by the agent's current policy,
+    /// which replaces it atomically if it allows it and the new one loads).
+    SetPolicy {
+        /// The policy (Rego, package agent_policy; e.g. from genpolicy).
+        file: std::path::PathBuf,
+    },
     /// Sealed secrets as upstream's `secret` tool makes them: keygen, seal, inspect, verify.
     Secret {
         #[command(subcommand)]
@@ -145,12 +151,16 @@ fn main() -> anyhow::Result<()> {
         ))?;
         std::process::exit(status);
     }
-    let method = cli.method.context("a METHOD is required (try --list)")?;
-    let request = match cli.request.as_deref() {
-        None => "{}".to_string(),
-        Some(file) if file.starts_with('@') => std::fs::read_to_string(&file[1..])
-            .with_context(|| format!("reading request from {}", &file[1..]))?,
-        Some(json) => json.to_string(),
+    let (method, request) = if let Some(CtlCommand::SetPolicy { file }) = &cli.command {
+        let policy = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the policy {}", file.display()))?;
+        (
+            "SetPolicy".to_owned(),
+            serde_json::json!({ "policy": policy }).to_string(),
+        )
+    } else {
+        let method = cli.method.clone().context("a METHOD is required (try --list)")?;
+        (method, request_text(cli.request.as_deref())?)
     };
     let deadline = Instant::now() + Duration::from_secs(cli.wait);
     let response = runtime.block_on(async {
@@ -170,6 +180,16 @@ fn main() -> anyhow::Result<()> {
     })?;
     println!("{response}");
     Ok(())
+}
+
+/// The request JSON: none (`{}`), `@FILE`, or inline.
+fn request_text(arg: Option<&str>) -> anyhow::Result<String> {
+    Ok(match arg {
+        None => "{}".to_string(),
+        Some(file) if file.starts_with('@') => std::fs::read_to_string(&file[1..])
+            .with_context(|| format!("reading request from {}", &file[1..]))?,
+        Some(json) => json.to_string(),
+    })
 }
 
 /// While waiting for an agent to come up, only connection-level failures are retried.
