@@ -159,7 +159,10 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({ "policy": policy }).to_string(),
         )
     } else {
-        let method = cli.method.clone().context("a METHOD is required (try --list)")?;
+        let method = cli
+            .method
+            .clone()
+            .context("a METHOD is required (try --list)")?;
         (method, request_text(cli.request.as_deref())?)
     };
     let deadline = Instant::now() + Duration::from_secs(cli.wait);
