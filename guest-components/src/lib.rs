@@ -18,8 +18,8 @@
 //! [`rest`] serves the workload-facing REST API (upstream's api-server-rest, normally on
 //! `127.0.0.1:8006`) to loopback peers.
 //!
-//! Still to come here: unsealing into a tmpfs and initdata parsing. It knows nothing of
-//! containers or images.
+//! The agent does the rest (the per-container secrets tmpfs, initdata, image keys
+//! through this crate's KBS session): this crate knows nothing of containers or images.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
