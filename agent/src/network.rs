@@ -10,7 +10,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
@@ -299,6 +299,13 @@ pub async fn list_routes() -> Result<Vec<Route>> {
                     route.source = route_ip(s).map(|i| i.to_string()).unwrap_or_default()
                 }
                 RouteAttribute::Oif(i) => route.device = names.get(i).cloned().unwrap_or_default(),
+                RouteAttribute::Metrics(metrics) => {
+                    for m in metrics {
+                        if let RouteMetric::Mtu(mtu) = m {
+                            route.mtu = *mtu;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -362,7 +369,7 @@ pub async fn update_routes(list: &[Route]) -> Result<Vec<Route>> {
             .ok_or_else(|| AgentError::LinkNotFound(format!("device {:?}", r.device)))?;
         let scope = u8::try_from(r.scope)
             .map_err(|_| AgentError::invalid(format!("routes[{i}].scope"), r.scope))?;
-        planned.push((dest, gateway, source, index, scope));
+        planned.push((dest, gateway, source, index, scope, r.mtu));
     }
     for r in routes(&h).await? {
         if r.header.protocol != RouteProtocol::Kernel {
@@ -370,7 +377,7 @@ pub async fn update_routes(list: &[Route]) -> Result<Vec<Route>> {
         }
     }
     planned.sort_by_key(|p| p.1.is_some());
-    for (dest, gateway, source, index, scope) in planned {
+    for (dest, gateway, source, index, scope, mtu) in planned {
         let v6 = dest
             .map(|(ip, _)| ip)
             .or(gateway)
@@ -400,6 +407,11 @@ pub async fn update_routes(list: &[Route]) -> Result<Vec<Route>> {
                 .map_err(|e| AgentError::invalid("routes.source", e))?;
         }
         let mut msg = b.build();
+        // RTAX_MTU in RTA_METRICS, as upstream's `ip route ... mtu N`; 0 leaves it unset.
+        if mtu > 0 {
+            msg.attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
         if dest.is_none() && gateway.is_none() && msg.header.address_family == AddressFamily::Unspec
         {
             msg.header.address_family = AddressFamily::Inet;

@@ -180,3 +180,49 @@ fn interfaces_routes_and_neighbours() {
         .unwrap_err();
     assert!(err.contains("Link not found"), "{err}");
 }
+
+/// `types.Route.mtu` (field 8): UpdateRoutes installs it (RTAX_MTU), ListRoutes reports
+/// it; a route without one has none.
+#[test]
+fn route_mtu_is_applied_and_listed() {
+    let Some(net) = NetAgent::start() else {
+        return;
+    };
+    net.call(
+        "UpdateInterface",
+        json!({"interface": {"hwAddr": "02:00:ca:fe:00:01", "name": "eth0", "mtu": 1500,
+               "IPAddresses": [{"family": "v4", "address": "10.30.0.2", "mask": "24"}]}}),
+    )
+    .unwrap();
+    let routes = net
+        .call(
+            "UpdateRoutes",
+            json!({"routes": {"Routes": [
+                {"dest": "10.40.0.0/16", "gateway": "10.30.0.1", "device": "eth0", "mtu": 1300},
+                {"dest": "10.50.0.0/16", "gateway": "10.30.0.1", "device": "eth0"}
+            ]}}),
+        )
+        .unwrap();
+    let mtu_of = |routes: &Value, dest: &str| -> u64 {
+        routes["Routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r.get("dest").and_then(Value::as_str) == Some(dest))
+            .unwrap_or_else(|| panic!("no route to {dest}: {routes}"))
+            .get("mtu")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    assert_eq!(mtu_of(&routes, "10.40.0.0/16"), 1300, "{routes}");
+    assert_eq!(mtu_of(&routes, "10.50.0.0/16"), 0, "{routes}");
+    let listed = net.call("ListRoutes", json!({})).unwrap();
+    assert_eq!(mtu_of(&listed, "10.40.0.0/16"), 1300, "{listed}");
+    // The kernel's own view, as `ip route` prints it.
+    let shown =
+        String::from_utf8_lossy(&net.ip(&["route", "show", "10.40.0.0/16"]).stdout).into_owned();
+    assert!(shown.contains("mtu 1300"), "{shown}");
+    let shown =
+        String::from_utf8_lossy(&net.ip(&["route", "show", "10.50.0.0/16"]).stdout).into_owned();
+    assert!(!shown.contains("mtu"), "{shown}");
+}
