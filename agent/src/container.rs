@@ -491,11 +491,15 @@ impl Container {
         Ok(())
     }
 
-    /// Signals one process, or (empty `exec_id`) every process of the container.
+    /// Signals one process or, for an empty `exec_id` with SIGKILL, every process of
+    /// the container (the runtime's "all", as upstream's `do_signal_process` recovers
+    /// it). An empty `exec_id` with another signal (containerd's SIGTERM on delete)
+    /// signals the init process. As upstream, SIGTERM to an init process that has no
+    /// handler for it (PID 1 of its namespace ignores it) becomes SIGKILL.
     pub async fn signal(&self, reaper: &Reaper, exec_id: &str, signal: i32) -> Result<()> {
-        let sig = nix::sys::signal::Signal::try_from(signal)
+        let mut sig = nix::sys::signal::Signal::try_from(signal)
             .map_err(|_| AgentError::invalid("signal", format!("{signal} is not a signal")))?;
-        if exec_id.is_empty() {
+        if exec_id.is_empty() && sig == nix::sys::signal::Signal::SIGKILL {
             if self.init.exit_code().is_some() {
                 return Ok(());
             }
@@ -509,6 +513,11 @@ impl Container {
         let p = self.process(exec_id)?;
         if p.exit_code().is_some() {
             return Ok(());
+        }
+        let init = Arc::ptr_eq(&p, &self.init);
+        if init && sig == nix::sys::signal::Signal::SIGTERM && !handles_signal(p.pid, libc::SIGTERM)
+        {
+            sig = nix::sys::signal::Signal::SIGKILL;
         }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
@@ -606,5 +615,47 @@ impl Drop for Cleanup {
         }
         remove_bundle(&self.bundle);
         let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Whether `pid` catches `signal` (its `SigCgt` mask in `/proc/<pid>/status`). Unknown
+/// (the process is gone, the file unreadable) counts as caught, so SIGTERM stays SIGTERM.
+fn handles_signal(pid: i32, signal: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => sig_caught(&status, signal).unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+/// Whether the `SigCgt:` line of a `/proc/<pid>/status` text has `signal`'s bit.
+fn sig_caught(status: &str, signal: i32) -> Option<bool> {
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())?;
+    let bit = u32::try_from(signal).ok()?.checked_sub(1)?;
+    Some(mask.checked_shr(bit).is_some_and(|m| m & 1 == 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigcgt_mask() {
+        // SIGTERM (15) is bit 14: 0x4000; SIGINT (2) bit 1.
+        let status = "Name:\tsh\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000004002\n";
+        assert_eq!(sig_caught(status, libc::SIGTERM), Some(true));
+        assert_eq!(sig_caught(status, libc::SIGINT), Some(true));
+        assert_eq!(sig_caught(status, libc::SIGHUP), Some(false));
+        assert_eq!(sig_caught("Name:\tsh\n", libc::SIGTERM), None);
+        assert_eq!(sig_caught("SigCgt:\tzz\n", libc::SIGTERM), None);
+        assert_eq!(sig_caught(status, 0), None);
+        // This test process: whatever it catches, the file is there and parses.
+        assert!(sig_caught(
+            &std::fs::read_to_string("/proc/self/status").unwrap(),
+            libc::SIGTERM
+        )
+        .is_some());
     }
 }

@@ -29,9 +29,10 @@ pub enum AgentError {
     /// A guest image pull failed: names the image (and the layer, and what failed).
     #[error("{0}")]
     Image(String),
-    /// End of a process's output stream.
-    #[error("EOF")]
-    Eof,
+    /// What the request needs is not there right now (upstream's TtyWinResize on a
+    /// process without a terminal: `UNAVAILABLE "no tty"`).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AgentError {
@@ -63,7 +64,8 @@ impl AgentError {
             | AgentError::Image(_) => Code::FAILED_PRECONDITION,
             AgentError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             AgentError::PermissionDenied(_) => Code::PERMISSION_DENIED,
-            AgentError::Internal(_) | AgentError::Eof => Code::INTERNAL,
+            AgentError::Unavailable(_) => Code::UNAVAILABLE,
+            AgentError::Internal(_) => Code::INTERNAL,
         }
     }
 }

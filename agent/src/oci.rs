@@ -183,6 +183,18 @@ pub fn resources_json(r: &oci::LinuxResources) -> Value {
     Value::Object(m)
 }
 
+/// A namespace type in the OCI JSON spelling. The Go runtime sends OCI's names
+/// (`network`, `mount`); Kata's Rust conversion (runtime-rs, kata-agent-ctl) sends
+/// `oci_spec::runtime::LinuxNamespaceType`'s display names (`net`, `mnt`). Upstream's
+/// agent accepts both; others pass through and are checked by `oci-spec`.
+fn namespace_type(t: &str) -> &str {
+    match t {
+        "net" => "network",
+        "mnt" => "mount",
+        other => other,
+    }
+}
+
 fn linux(l: &oci::Linux) -> Value {
     let mut m = Map::new();
     let idmap = |v: &[oci::LinuxIDMapping]| -> Value {
@@ -217,7 +229,7 @@ fn linux(l: &oci::Linux) -> Value {
         .iter()
         .map(|n| {
             let mut e = Map::new();
-            e.insert("type".into(), json!(n.Type));
+            e.insert("type".into(), json!(namespace_type(&n.Type)));
             insert_if(&mut e, "path", !n.Path.is_empty(), json!(n.Path));
             Value::Object(e)
         })
@@ -361,6 +373,7 @@ pub fn process_json(p: &oci::Process) -> Result<Value, AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn wire() -> oci::Spec {
         let mut s = oci::Spec::new();
@@ -412,6 +425,29 @@ mod tests {
             spec.mounts().as_ref().unwrap()[0].destination().to_str(),
             Some("/proc")
         );
+    }
+
+    #[test]
+    fn both_namespace_spellings() {
+        use oci_spec::runtime::LinuxNamespaceType as T;
+        for (net, mnt) in [("network", "mount"), ("net", "mnt")] {
+            let mut s = wire();
+            let l = s.Linux.as_mut().unwrap();
+            l.Namespaces[1].Type = mnt.into();
+            let mut n = oci::LinuxNamespace::new();
+            n.Type = net.into();
+            n.Path = "/var/run/netns/x".into();
+            l.Namespaces.push(n);
+            let spec = to_oci(&s).unwrap();
+            let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+            let types: Vec<T> = ns.iter().map(|n| n.typ()).collect();
+            assert_eq!(
+                types,
+                [T::Pid, T::Mount, T::Ipc, T::Uts, T::Network],
+                "{net}"
+            );
+            assert_eq!(ns[4].path().as_deref(), Some(Path::new("/var/run/netns/x")));
+        }
     }
 
     #[test]

@@ -178,7 +178,10 @@ fn tty_process_and_resize() {
             json!({"container_id": "ttybox", "exec_id": "ttybox", "row": 1, "column": 1}),
         )
         .unwrap_err();
-    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    assert!(
+        err.contains("UNAVAILABLE") && err.contains("no tty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -821,4 +824,149 @@ fn a_paused_container_can_be_removed() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
+}
+
+/// Kata's Rust conversion (runtime-rs, kata-agent-ctl) names namespaces `net` and `mnt`;
+/// the Go runtime `network` and `mount`. Both make the same container.
+#[test]
+fn both_namespace_spellings_create_a_container() {
+    require_pod!();
+    let pod = Pod::new();
+    let show = "for n in mnt net; do readlink /proc/self/ns/$n; done; echo end";
+    let host: Vec<String> = ["mnt", "net"]
+        .iter()
+        .map(|n| {
+            std::fs::read_link(format!("/proc/self/ns/{n}"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    for (cid, net, mnt) in [("go", "network", "mount"), ("rs", "net", "mnt")] {
+        let mut spec = pod.spec(&["sh", "-c", show]);
+        spec["Linux"]["Namespaces"] = json!([{"Type": "pid"}, {"Type": mnt}, {"Type": "ipc"},
+            {"Type": "uts"}, {"Type": net}]);
+        pod.create(cid, spec);
+        pod.ok("StartContainer", json!({"container_id": cid}));
+        let out = pod.read_all(cid, cid, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{cid}: {out:?}");
+        assert!(
+            lines[0].starts_with("mnt:[") && lines[0] != host[0],
+            "{cid}: {out:?}"
+        );
+        assert!(
+            lines[1].starts_with("net:[") && lines[1] != host[1],
+            "{cid}: {out:?}"
+        );
+        assert_eq!(pod.wait(cid, cid), 0);
+    }
+    // Anything else is still refused, naming the spec.
+    let mut spec = pod.spec(&["true"]);
+    spec["Linux"]["Namespaces"] = json!([{"Type": "netns"}]);
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "bad", "OCI": spec}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("netns"),
+        "{err}"
+    );
+}
+
+/// An empty `exec_id` is the init process for every call, as upstream's
+/// `find_container_process`; the end of a stream is OK with no data; empty WriteStdin
+/// data closes stdin (runtime-rs); TtyWinResize without a terminal is UNAVAILABLE.
+#[test]
+fn empty_exec_id_is_the_init_process_and_eof_is_ok() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run("e", &["cat"]);
+    pod.write_stdin("e", "", b"ping\n");
+    assert_eq!(pod.read_until("e", "", "ping\n"), "ping\n");
+    let err = pod
+        .call(
+            "TtyWinResize",
+            json!({"container_id": "e", "exec_id": "", "row": 10, "column": 10}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("UNAVAILABLE") && err.contains("no tty"),
+        "{err}"
+    );
+    // Empty data: the end of stdin, cat ends.
+    let v = pod.ok(
+        "WriteStdin",
+        json!({"container_id": "e", "exec_id": "", "data": ""}),
+    );
+    assert_eq!(v.get("len").and_then(|l| l.as_u64()).unwrap_or(0), 0, "{v}");
+    assert_eq!(pod.wait("e", ""), 0);
+    assert_eq!(pod.read_all("e", "", false), "");
+    // EOF again, and on stderr: OK with empty data, never an error.
+    for method in ["ReadStdout", "ReadStderr", "ReadStdout"] {
+        let v = pod.ok(
+            method,
+            json!({"container_id": "e", "exec_id": "", "len": 100}),
+        );
+        assert!(pod::decode(&v["data"]).is_empty(), "{method}: {v}");
+    }
+    assert_eq!(pod.wait("e", "e"), 0);
+    pod.ok("CloseStdin", json!({"container_id": "e", "exec_id": ""}));
+    // An unknown exec id is still NOT_FOUND.
+    let err = pod
+        .call(
+            "ReadStdout",
+            json!({"container_id": "e", "exec_id": "nope", "len": 1}),
+        )
+        .unwrap_err();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+}
+
+/// SignalProcess with an empty `exec_id`: SIGKILL means every process of the container,
+/// another signal only the init process (containerd's SIGTERM on delete). SIGTERM to an
+/// init process without a handler becomes SIGKILL, as upstream does (PID 1 of its
+/// namespace would ignore it).
+#[test]
+fn signal_with_an_empty_exec_id() {
+    require_pod!();
+    let pod = Pod::new();
+    pod.run(
+        "trap",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    pod.read_until("trap", "", "ready");
+    let process = pod.spec(&["sleep", "1000"])["Process"].clone();
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "trap", "exec_id": "bg", "process": process}),
+    );
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "trap", "exec_id": "", "signal": 15}),
+    );
+    pod.read_until("trap", "", "got-term");
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "trap", "exec_id": "", "signal": 9}),
+    );
+    assert_eq!(pod.wait("trap", ""), 128 + 9);
+    // The exec got SIGKILL with the rest, never the SIGTERM (that would be 128 + 15).
+    assert_eq!(pod.wait("trap", "bg"), 128 + 9);
+
+    // `sleep` as PID 1 has no SIGTERM handler: without the conversion it would live on.
+    // (Signalled once it is `sleep`: before its exec, libcontainer's init has handlers.)
+    let marker = format!("{}", 800_000 + std::process::id() % 99_999);
+    pod.run("sleeper", &["sleep", &marker]);
+    pod::wait_pids(&marker, 1);
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "sleeper", "exec_id": "sleeper", "signal": 15}),
+    );
+    assert_eq!(pod.wait("sleeper", "sleeper"), 128 + 9);
 }

@@ -170,11 +170,15 @@ async fn pump(addr: Address, id: String, stderr: bool) -> Result<(), CtlError> {
     let client = connect(&addr).await?;
     let method = if stderr { "ReadStderr" } else { "ReadStdout" };
     let req = json!({"container_id": id, "exec_id": id, "len": 65536}).to_string();
-    // A long poll: the read returns when there is output, or EOF (an error).
+    // A long poll: the read returns when there is output, or at EOF with no data (as
+    // upstream's agent answers it; an older Cocoon answered an error).
     while let Ok(text) = call_json(&client, method, &req, Duration::from_secs(24 * 3600)).await {
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let data = v["data"].as_str().unwrap_or_default();
         let bytes = base64_decode(data);
+        if bytes.is_empty() {
+            break;
+        }
         let _ = if stderr {
             std::io::stderr().write_all(&bytes)
         } else {

@@ -118,15 +118,14 @@ impl AgentRpc {
         self.sandbox.destroy_all(DESTROY_TIMEOUT).await
     }
 
+    /// The process `exec_id` names: an empty id or the container's id is its init
+    /// process (upstream's `find_container_process`), for every call.
     fn process(
         &self,
         cid: &str,
         exec_id: &str,
     ) -> Result<(Arc<Container>, Arc<crate::process::Process>)> {
         let c = self.sandbox.container(cid)?;
-        if exec_id.is_empty() {
-            return Err(AgentError::invalid("exec_id", "empty"));
-        }
         let p = c.process(exec_id)?;
         Ok((c, p))
     }
@@ -145,12 +144,10 @@ impl AgentRpc {
                 .map_err(|e| AgentError::internal("reading the stream", e))?,
             None => Vec::new(),
         };
+        // The end of the stream is OK with empty data, as upstream answers it.
         if data.is_empty() {
             p.mark_eof(stderr);
-            if req.exec_id != req.container_id && p.finished() {
-                c.forget_exec(&req.exec_id);
-            }
-            return Err(AgentError::Eof);
+            forget_if_done(&c, &req.exec_id, &p);
         }
         Ok(ReadStreamResponse {
             data,
@@ -174,6 +171,15 @@ impl AgentRpc {
             resp.data.clear();
         }
         Ok(resp)
+    }
+}
+
+/// An exec is forgotten once waited for and its output read to EOF; the init process
+/// stays until RemoveContainer.
+fn forget_if_done(c: &Container, exec_id: &str, p: &crate::process::Process) {
+    let init = exec_id.is_empty() || exec_id == c.id;
+    if !init && p.finished() {
+        c.forget_exec(exec_id);
     }
 }
 
@@ -331,11 +337,8 @@ impl AgentService for AgentRpc {
         let (c, p) = self.process(&req.container_id, &req.exec_id)?;
         let status = p.wait().await;
         p.mark_waited();
-        // An exec is forgotten once waited for and its output read to EOF (the shim
-        // may still be draining it now).
-        if req.exec_id != req.container_id && p.finished() {
-            c.forget_exec(&req.exec_id);
-        }
+        // (The shim may still be draining its output now.)
+        forget_if_done(&c, &req.exec_id, &p);
         Ok(WaitProcessResponse {
             status,
             ..Default::default()
@@ -349,6 +352,12 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<WriteStreamResponse> {
         self.policy.check(&req)?;
         let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
+        // Empty data is the end of stdin (runtime-rs closes stdin this way, not with
+        // CloseStdin), as upstream's `do_write_stream` takes it.
+        if req.data.is_empty() {
+            p.close_stdin();
+            return Ok(WriteStreamResponse::new());
+        }
         let stdin = p
             .stdin()
             .ok_or_else(|| AgentError::FailedPrecondition("stdin is closed".into()))?;
@@ -397,9 +406,10 @@ impl AgentService for AgentRpc {
         self.policy.check(&req)?;
         let r = (|| {
             let (_c, p) = self.process(&req.container_id, &req.exec_id)?;
-            let tty = p.tty().ok_or_else(|| {
-                AgentError::FailedPrecondition("the process has no terminal".into())
-            })?;
+            // Upstream's status and text.
+            let tty = p
+                .tty()
+                .ok_or_else(|| AgentError::Unavailable("no tty".into()))?;
             let n = |v: u32, f: &str| u16::try_from(v).map_err(|_| AgentError::invalid(f, v));
             set_winsize(tty.raw_fd(), n(req.row, "row")?, n(req.column, "column")?)
         })();

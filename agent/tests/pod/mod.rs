@@ -212,15 +212,18 @@ impl Pod {
         self.ok("StartContainer", json!({"container_id": cid}));
     }
 
-    /// Reads a stream until EOF (an error).
+    /// Reads a stream until EOF: OK with no data, as upstream answers it (an error
+    /// here is a failure).
     pub fn read_all(&self, cid: &str, exec: &str, stderr: bool) -> String {
         let method = if stderr { "ReadStderr" } else { "ReadStdout" };
         let mut out = Vec::new();
-        while let Ok(v) = self.call(
-            method,
-            json!({"container_id": cid, "exec_id": exec, "len": 4096}),
-        ) {
-            out.extend(decode(&v["data"]));
+        loop {
+            let req = json!({"container_id": cid, "exec_id": exec, "len": 4096});
+            let chunk = decode(&self.ok(method, req)["data"]);
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
         }
         String::from_utf8_lossy(&out).into_owned()
     }
