@@ -448,39 +448,45 @@ fn destroy_sandbox_tears_everything_down() {
 fn ctl_runs_an_oci_config_json() {
     require_pod!();
     let pod = Pod::new();
-    let bundle = pod.dir.path().join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    std::os::unix::fs::symlink(&pod.rootfs, bundle.join("rootfs")).unwrap();
     let config = json!({
         "ociVersion": "1.0.2",
         "process": {"terminal": false, "user": {"uid": 0, "gid": 0},
                     "args": ["sh", "-c", "echo from-ctl; exit 4"], "env": ["PATH=/bin"], "cwd": "/"},
         "root": {"path": "rootfs", "readonly": true},
-        "hostname": "ctl",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]}
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                                 {"type": "network"}]}
     });
-    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
     let addr: cocoon_ctl::Address = pod.addr.parse().unwrap();
-    let status = common::runtime()
-        .block_on(cocoon_ctl::run::run_container(
-            &addr,
-            "ctl-run",
-            &bundle.join("config.json"),
-            std::time::Duration::from_secs(30),
-            false,
-            None,
-        ))
-        .unwrap();
-    assert_eq!(status, 4);
-    // Removed afterwards.
-    let err = pod
-        .call(
-            "WaitProcess",
-            json!({"container_id": "ctl-run", "exec_id": "ctl-run"}),
-        )
-        .unwrap_err();
-    assert!(err.contains("NOT_FOUND"), "{err}");
+    // Both runtimes' spellings of the namespace types (network/mount, net/mnt). One
+    // rootfs each: without a /dev mount, libcontainer fills the rootfs's /dev, and a
+    // second container on the same rootfs then fails ("failed to prepare rootfs").
+    for (id, names) in [
+        ("ctl-run-rust", cocoon_ctl::run::NamespaceNames::Rust),
+        ("ctl-run-go", cocoon_ctl::run::NamespaceNames::Go),
+    ] {
+        let bundle = pod.dir.path().join(id);
+        busybox_rootfs(&bundle);
+        std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+        let status = common::runtime()
+            .block_on(cocoon_ctl::run::run_container(
+                &addr,
+                id,
+                &bundle.join("config.json"),
+                std::time::Duration::from_secs(30),
+                false,
+                None,
+                names,
+            ))
+            .unwrap_or_else(|e| panic!("{names:?}: {e}"));
+        assert_eq!(status, 4, "{names:?}");
+        // Removed afterwards.
+        let err = pod
+            .call("WaitProcess", json!({"container_id": id, "exec_id": id}))
+            .unwrap_err();
+        assert!(err.contains("NOT_FOUND"), "{err}");
+        assert!(pod.mounts().is_empty(), "{names:?}: {:?}", pod.mounts());
+    }
 }
 
 /// `cocoon-ctl run --copy-rootfs`: the rootfs travels by CopyFile, as the Kata runtime
@@ -512,6 +518,7 @@ fn ctl_copies_the_rootfs_into_the_guest_and_runs_it() {
             std::time::Duration::from_secs(30),
             false,
             Some(shared.to_str().unwrap()),
+            cocoon_ctl::run::NamespaceNames::Rust,
         ))
         .unwrap();
     assert_eq!(status, 0);

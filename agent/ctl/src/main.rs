@@ -27,6 +27,12 @@ struct Cli {
     /// List the methods and exit.
     #[arg(long)]
     list: bool,
+    /// Spell namespace types in CreateContainer's spec (`run`, or a CreateContainer
+    /// request) as the Go runtime does (`network`, `mount`) or as Kata's Rust clients do
+    /// (`net`, `mnt`: runtime-rs, kata-agent-ctl). Default: `run` sends the Go names, a
+    /// request is sent as written.
+    #[arg(long, value_enum)]
+    namespace_names: Option<cocoon_ctl::run::NamespaceNames>,
     /// Method name: Check, Version, or any AgentService method (CreateContainer, ...).
     method: Option<String>,
     /// Request as JSON (proto field names); default `{}`. `@FILE` reads it from FILE.
@@ -148,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             timeout,
             *keep,
             copy_rootfs.then_some(guest_shared_dir.as_str()),
+            cli.namespace_names.unwrap_or_default(),
         ))?;
         std::process::exit(status);
     }
@@ -163,7 +170,16 @@ fn main() -> anyhow::Result<()> {
             .method
             .clone()
             .context("a METHOD is required (try --list)")?;
-        (method, request_text(cli.request.as_deref())?)
+        let mut request = request_text(cli.request.as_deref())?;
+        if let (Some(names), "CreateContainer") = (cli.namespace_names, method.as_str()) {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&request).context("the CreateContainer request")?;
+            if let Some(spec) = v.get_mut("OCI") {
+                names.respell(spec);
+            }
+            request = v.to_string();
+        }
+        (method, request)
     };
     let deadline = Instant::now() + Duration::from_secs(cli.wait);
     let response = runtime.block_on(async {

@@ -123,6 +123,44 @@ pub async fn copy_tree(
     Ok(copied)
 }
 
+/// How a client spells namespace types in `grpc.Spec`'s `Linux.Namespaces`: the Go
+/// runtime sends OCI's names (`network`, `mount`), Kata's Rust conversion (runtime-rs,
+/// kata-agent-ctl) `oci_spec`'s display names (`net`, `mnt`). The agent takes both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NamespaceNames {
+    /// `network`, `mount` (the Go runtime; what an OCI config.json says).
+    #[default]
+    Go,
+    /// `net`, `mnt` (runtime-rs, kata-agent-ctl).
+    Rust,
+}
+
+impl NamespaceNames {
+    /// Respells the namespace types of a wire spec (proto JSON, `Linux.Namespaces`);
+    /// other types and other fields are left as they are.
+    pub fn respell(self, spec: &mut Value) {
+        let Some(list) = spec
+            .pointer_mut("/Linux/Namespaces")
+            .and_then(Value::as_array_mut)
+        else {
+            return;
+        };
+        for ns in list {
+            let Some(t) = ns.get_mut("Type") else {
+                continue;
+            };
+            let new = match (self, t.as_str().unwrap_or_default()) {
+                (NamespaceNames::Go, "net") => "network",
+                (NamespaceNames::Go, "mnt") => "mount",
+                (NamespaceNames::Rust, "network") => "net",
+                (NamespaceNames::Rust, "mount") => "mnt",
+                _ => continue,
+            };
+            *t = json!(new);
+        }
+    }
+}
+
 /// The wire spec for an OCI `config.json` at `spec_path`; a relative root path is made
 /// absolute against the spec's directory.
 pub fn wire_spec(spec_path: &Path) -> Result<(Value, Vec<String>), CtlError> {
@@ -203,8 +241,10 @@ pub async fn run_container(
     timeout: Duration,
     keep: bool,
     copy_rootfs_to: Option<&str>,
+    names: NamespaceNames,
 ) -> Result<i32, CtlError> {
     let (mut spec, dropped) = wire_spec(spec_path)?;
+    names.respell(&mut spec);
     if let Some(shared) = copy_rootfs_to {
         let host = spec
             .pointer("/Root/Path")
@@ -306,5 +346,30 @@ mod tests {
         protobuf_json_mapping::parse_dyn_from_str(&desc, &wire.to_string()).unwrap();
         assert_eq!(base64_decode("aGk="), b"hi");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn namespace_names_respelled() {
+        let types = |v: &Value| -> Vec<String> {
+            v["Linux"]["Namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["Type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let oci = json!({"Linux": {"Namespaces": [{"Type": "pid"}, {"Type": "network", "Path": "/x"},
+            {"Type": "mount"}, {"Type": "uts"}]}});
+        let mut rust = oci.clone();
+        NamespaceNames::Rust.respell(&mut rust);
+        assert_eq!(types(&rust), ["pid", "net", "mnt", "uts"]);
+        assert_eq!(rust["Linux"]["Namespaces"][1]["Path"], "/x");
+        let mut go = rust.clone();
+        NamespaceNames::Go.respell(&mut go);
+        assert_eq!(go, oci);
+        // No Linux section: nothing to do.
+        let mut bare = json!({"Version": "1.0.2"});
+        NamespaceNames::Rust.respell(&mut bare);
+        assert_eq!(bare, json!({"Version": "1.0.2"}));
     }
 }
