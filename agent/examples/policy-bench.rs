@@ -137,9 +137,14 @@ fn main() -> anyhow::Result<()> {
     });
 
     println!(
-        "policy: genpolicy rules.rego ({} lines) + policy data, {} bytes; loaded in {load_ms:.1} ms",
+        "policy: genpolicy rules.rego ({} lines) + policy data, {} bytes; loaded in {load_ms:.1} ms; {}",
         text.lines().count(),
-        text.len()
+        text.len(),
+        if genpolicy.is_compiled() {
+            "compiled copy (RVM) for allows"
+        } else {
+            "NO compiled copy: interpreter only"
+        }
     );
     println!(
         "{:<24} {:>22} {:>22} {:>8}",

@@ -20,6 +20,7 @@
 //! guest, the built-in `default.rego`; else (no TEE: development) allow-all. A file that
 //! does not load is fatal.
 
+mod compiled;
 pub mod input;
 
 use std::path::Path;
@@ -141,9 +142,12 @@ pub struct Decision {
     pub prints: String,
 }
 
-/// A loaded policy: one engine with the rules and `data` (the state), behind a lock.
+/// A loaded policy: one engine with the rules and `data` (the state), behind a lock;
+/// and, when the policy allows it, its compiled copy (the fast path for allows, with its
+/// own copy of `data`: see [`compiled`]).
 struct Loaded {
     engine: Engine,
+    fast: Option<compiled::Compiled>,
     origin: String,
     /// Upstream's debugging switch: the policy's `AllowRequestsFailingPolicy` is true.
     allow_failures: bool,
@@ -214,6 +218,61 @@ fn hoist_policy_data(text: &str) -> (std::borrow::Cow<'_, str>, Option<Json>) {
     }
 }
 
+/// The package every agent policy is in.
+const PACKAGE: &str = "data.agent_policy";
+
+/// regorus' settings for our policies (interpreter and compiled copy alike).
+fn configure(engine: &mut Engine) -> Result<(), String> {
+    // Rego v1, regorus' default and so upstream's (genpolicy's rules import
+    // `future.keywords`, which v1 accepts).
+    engine.set_strict_builtin_errors(false);
+    // Prints are gathered only when asked for (see `eval`); without regorus' `std`
+    // feature an ungathered print costs nothing (with it, it goes to stderr).
+    engine.set_gather_prints(false);
+    let (Some(cols), Some(bytes), Some(lines)) = (
+        std::num::NonZeroU32::new(MAX_COLUMNS),
+        std::num::NonZeroUsize::new(MAX_BYTES),
+        std::num::NonZeroUsize::new(MAX_LINES),
+    ) else {
+        return Err("bad length limits".to_string());
+    };
+    engine.set_policy_length_config(regorus::PolicyLengthConfig {
+        max_col: cols,
+        max_file_bytes: bytes,
+        max_lines: lines,
+    });
+    Ok(())
+}
+
+/// The compiled copy of the policy in `engine` (made of `texts`, hoisted), or why there
+/// is none.
+fn compile_fast(
+    engine: &mut Engine,
+    texts: &[(String, String)],
+    data: &Json,
+) -> Result<compiled::Compiled, String> {
+    let modules = engine.get_modules().clone();
+    let constants = compiled::constant_rules(&modules, &[HOISTED_KEY]);
+    let bodies: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+    let stripped = compiled::without_prints(&modules, &bodies, &constants)?;
+    tracing::debug!(
+        prints = stripped.prints,
+        "policy: compiled copy without its prints"
+    );
+    let named: Vec<(String, String)> = texts
+        .iter()
+        .map(|(name, _)| name.clone())
+        .zip(stripped.texts)
+        .collect();
+    compiled::Compiled::new(
+        &named,
+        PACKAGE,
+        &rule_names(),
+        regorus::Value::from(data.clone()),
+        configure,
+    )
+}
+
 fn load_error(origin: &str, e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Load {
         origin: origin.to_string(),
@@ -233,34 +292,20 @@ impl Loaded {
             glob: 0,
         });
         let mut engine = Engine::new();
-        // Rego v1, regorus' default and so upstream's (genpolicy's rules import
-        // `future.keywords`, which v1 accepts).
-        engine.set_strict_builtin_errors(false);
-        // Prints are gathered only when asked for (see `eval`); without regorus' `std`
-        // feature an ungathered print costs nothing (with it, it goes to stderr).
-        engine.set_gather_prints(false);
-        let (Some(cols), Some(bytes), Some(lines)) = (
-            std::num::NonZeroU32::new(MAX_COLUMNS),
-            std::num::NonZeroUsize::new(MAX_BYTES),
-            std::num::NonZeroUsize::new(MAX_LINES),
-        ) else {
-            return Err(load_error(origin, "bad length limits"));
-        };
-        engine.set_policy_length_config(regorus::PolicyLengthConfig {
-            max_col: cols,
-            max_file_bytes: bytes,
-            max_lines: lines,
-        });
+        configure(&mut engine).map_err(|e| load_error(origin, e))?;
         let mut data = serde_json::json!({ "pstate": {} });
+        let mut texts = Vec::with_capacity(modules.len());
         for (name, text) in modules {
             let (text, hoisted) = hoist_policy_data(text);
             if let Some(value) = hoisted {
                 data[HOISTED_KEY] = value;
             }
+            let text = text.into_owned();
             let package = engine
-                .add_policy(name.to_string(), text.into_owned())
+                .add_policy(name.to_string(), text.clone())
                 .map_err(|e| load_error(origin, format!("{e:#}")))?;
-            if package != "data.agent_policy" {
+            texts.push((name.to_string(), text));
+            if package != PACKAGE {
                 return Err(load_error(
                     origin,
                     format!("package {package}: expected package agent_policy"),
@@ -268,7 +313,7 @@ impl Loaded {
             }
         }
         engine
-            .add_data(regorus::Value::from(data))
+            .add_data(regorus::Value::from(data.clone()))
             .map_err(|e| load_error(origin, format!("{e:#}")))?;
         // Compiles the policy (a broken one fails here, not at the first request) and
         // reads upstream's debugging switch; undefined is false.
@@ -284,8 +329,22 @@ impl Loaded {
             .first()
             .and_then(|r| r.expressions.first())
             .is_some_and(|e| e.value == regorus::Value::Bool(true));
+        // The policy is valid: now its compiled copy, if it can have one (a policy
+        // without works all the same, on the interpreter alone).
+        let fast = match compile_fast(&mut engine, &texts, &data) {
+            Ok(fast) => Some(fast),
+            Err(reason) => {
+                tracing::info!(
+                    policy = origin,
+                    reason,
+                    "policy: no compiled copy, every request is evaluated by the interpreter"
+                );
+                None
+            }
+        };
         let loaded = Loaded {
             engine,
+            fast,
             origin: origin.to_string(),
             allow_failures,
         };
@@ -311,17 +370,65 @@ impl Loaded {
         (value, prints)
     }
 
+    /// The compiled copy's verdict on `input` when it is "allowed" (with its ops); `None`
+    /// for anything else (denied, undefined, an error, no compiled copy): then the
+    /// interpreter decides.
+    fn fast_allow(
+        &mut self,
+        rule: &str,
+        input: &regorus::Value,
+    ) -> Option<Option<json_patch::Patch>> {
+        let fast = self.fast.as_mut()?;
+        match fast.eval(&format!("{PACKAGE}.{rule}"), input.clone())? {
+            Ok(value) => match verdict(rule, &value) {
+                Ok((true, ops)) => Some(ops),
+                _ => None,
+            },
+            Err(e) => {
+                tracing::debug!(rule, error = e, "policy: compiled copy failed");
+                None
+            }
+        }
+    }
+
     /// Evaluates `rule` on `input`; `Err` says what went wrong (a denial to callers).
     ///
-    /// Formatting prints is most of the cost of genpolicy's rules (they print the whole
-    /// input many times), so the first pass runs without them; a denial is evaluated
+    /// The compiled copy answers first ([`compiled`]): when it allows, that is the
+    /// verdict. Otherwise the interpreter decides. Formatting prints is most of the
+    /// interpreter's cost on genpolicy's rules (they print the whole input many times):
+    /// with [`Prints::OnDenial`] and a compiled copy, the interpreter runs once, with
+    /// prints; without a compiled copy, first without them, and a denial is evaluated
     /// again with them for its message (same input and state: same verdict).
     fn eval(&mut self, rule: &str, input: Json, prints: Prints) -> Result<Decision, String> {
-        self.engine.set_input(regorus::Value::from(input));
-        let (value, mut printed) = self.run(rule, prints == Prints::Always);
+        let input = regorus::Value::from(input);
+        if prints != Prints::Always {
+            if let Some(ops) = self.fast_allow(rule, &input) {
+                if let Some(ops) = ops.filter(|o| !o.0.is_empty()) {
+                    self.apply(&ops)
+                        .map_err(|e| format!("applying {rule}'s ops: {e}"))?;
+                }
+                return Ok(Decision {
+                    allowed: true,
+                    prints: String::new(),
+                });
+            }
+        }
+        // The compiled copy did not allow (or was not asked): likely a denial, so the
+        // prints are gathered at once when they will be wanted.
+        let gather_first =
+            prints == Prints::Always || (prints == Prints::OnDenial && self.fast.is_some());
+        self.engine.set_input(input);
+        let (value, mut printed) = self.run(rule, gather_first);
         let verdict = value.and_then(|v| verdict(rule, &v));
-        if prints == Prints::OnDenial && !matches!(verdict, Ok((true, _))) {
+        if prints == Prints::OnDenial && !gather_first && !matches!(verdict, Ok((true, _))) {
             printed = self.run(rule, true).1;
+        }
+        if prints != Prints::Always && self.fast.is_some() && matches!(verdict, Ok((true, _))) {
+            // The compiled copy and the interpreter disagree: the interpreter decides.
+            tracing::warn!(
+                rule,
+                "policy: the interpreter allows what the compiled copy did not"
+            );
         }
         let (allowed, ops) = verdict.map_err(|e| join(e, &printed))?;
         if allowed {
@@ -336,14 +443,24 @@ impl Loaded {
         })
     }
 
-    /// Applies a JSON patch to `data`: all of it or, on any error, nothing.
+    /// Applies a JSON patch to `data` (the interpreter's and the compiled copy's): all of
+    /// it or, on any error, nothing.
     fn apply(&mut self, ops: &json_patch::Patch) -> Result<(), String> {
         let mut data = serde_json::to_value(self.engine.get_data()).map_err(|e| e.to_string())?;
         json_patch::patch(&mut data, ops).map_err(|e| e.to_string())?;
+        let data = regorus::Value::from(data);
         self.engine.clear_data();
         self.engine
-            .add_data(regorus::Value::from(data))
-            .map_err(|e| format!("{e:#}"))
+            .add_data(data.clone())
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some(fast) = &mut self.fast {
+            if let Err(e) = fast.set_data(data) {
+                // Never a stale copy: without it, the interpreter decides everything.
+                tracing::warn!(error = e, "policy: compiled copy dropped");
+                self.fast = None;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -465,6 +582,11 @@ impl Policy {
         self.loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the policy in force has a compiled copy (the fast path for allows).
+    pub fn is_compiled(&self) -> bool {
+        self.lock().fast.is_some()
     }
 
     /// Where the policy in force came from.
