@@ -977,3 +977,58 @@ fn signal_with_an_empty_exec_id() {
     );
     assert_eq!(pod.wait("sleeper", "sleeper"), 128 + 9);
 }
+
+/// GetDiagnosticData `termination_log`: the file mounted at the container's
+/// terminationMessagePath, read from the pod's shared directory as upstream reads it.
+#[test]
+fn diagnostic_data_is_the_termination_log() {
+    require_pod!();
+    let pod = Pod::new();
+    let shared = pod.run_dir.join("shared/containers");
+    std::fs::create_dir_all(&shared).unwrap();
+    let log = shared.join("term-0123-termination-log");
+    std::fs::write(&log, "").unwrap();
+    let mut spec = pod.spec(&["sh", "-c", "echo 'it ended badly' > /dev/termination-log"]);
+    spec["Mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/dev/termination-log", "source": log.display().to_string(),
+        "type": "bind", "options": ["rbind", "rw"]}));
+    spec["Annotations"] =
+        json!({"io.kubernetes.container.terminationMessagePath": "/dev/termination-log"});
+    pod.create("term", spec);
+    pod.ok("StartContainer", json!({"container_id": "term"}));
+    assert_eq!(pod.wait("term", "term"), 0);
+    let v = pod.ok(
+        "GetDiagnosticData",
+        json!({"log_type": "termination_log", "container_id": "term"}),
+    );
+    assert_eq!(v["data"], "it ended badly\n", "{v}");
+    let err = pod
+        .call(
+            "GetDiagnosticData",
+            json!({"log_type": "kernel_log", "container_id": "term"}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("kernel_log"),
+        "{err}"
+    );
+    let err = pod
+        .call(
+            "GetDiagnosticData",
+            json!({"log_type": "termination_log", "container_id": "nobody"}),
+        )
+        .unwrap_err();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    // A container without the annotation has no termination log to read.
+    pod.run("plain", &["true"]);
+    let err = pod
+        .call(
+            "GetDiagnosticData",
+            json!({"log_type": "termination_log", "container_id": "plain"}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("terminationMessagePath"),
+        "{err}"
+    );
+}

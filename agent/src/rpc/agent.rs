@@ -634,7 +634,29 @@ impl AgentService for AgentRpc {
         req: GetDiagnosticDataRequest,
     ) -> ttrpc::Result<GetDiagnosticDataResponse> {
         self.policy.check(&req)?;
-        Err(unimplemented("GetDiagnosticData"))
+        if req.log_type != crate::diagnostic::TERMINATION_LOG {
+            return Err(AgentError::invalid(
+                "log_type",
+                format!("unsupported diagnostic log_type: {:?}", req.log_type),
+            )
+            .into());
+        }
+        let c = self.sandbox.container(&req.container_id)?;
+        let (config, shared) = (
+            c.bundle.join("config.json"),
+            self.sandbox.paths.shared_dir(),
+        );
+        let data = tokio::task::spawn_blocking(move || {
+            let spec = oci_spec::runtime::Spec::load(&config)
+                .map_err(|e| AgentError::internal("the container's config.json", e))?;
+            crate::diagnostic::termination_log(&spec, &shared)
+        })
+        .await
+        .map_err(|e| AgentError::internal("diagnostic data", e))??;
+        Ok(GetDiagnosticDataResponse {
+            data,
+            ..Default::default()
+        })
     }
 
     async fn get_ip_tables(
@@ -643,7 +665,11 @@ impl AgentService for AgentRpc {
         req: GetIPTablesRequest,
     ) -> ttrpc::Result<GetIPTablesResponse> {
         self.policy.check(&req)?;
-        Err(unimplemented("GetIPTables"))
+        let data = crate::iptables::get(&self.sandbox.reaper, req.is_ipv6).await?;
+        Ok(GetIPTablesResponse {
+            data,
+            ..Default::default()
+        })
     }
 
     async fn set_ip_tables(
@@ -652,7 +678,11 @@ impl AgentService for AgentRpc {
         req: SetIPTablesRequest,
     ) -> ttrpc::Result<SetIPTablesResponse> {
         self.policy.check(&req)?;
-        Err(unimplemented("SetIPTables"))
+        let data = crate::iptables::set(&self.sandbox.reaper, req.is_ipv6, req.data).await?;
+        Ok(SetIPTablesResponse {
+            data,
+            ..Default::default()
+        })
     }
 
     async fn mem_agent_memcg_set(
@@ -688,7 +718,13 @@ impl AgentService for AgentRpc {
         req: ReseedRandomDevRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("ReseedRandomDev"))
+        let r = tokio::task::spawn_blocking(move || {
+            crate::host_input::reseed(Path::new(crate::host_input::RNG_DEV), &req.data)
+        })
+        .await
+        .map_err(|e| AgentError::internal("reseed", e))
+        .and_then(|r| r);
+        empty(r)
     }
 
     async fn mem_hotplug_by_probe(
@@ -706,7 +742,7 @@ impl AgentService for AgentRpc {
         req: SetGuestDateTimeRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("SetGuestDateTime"))
+        empty(crate::host_input::set_date_time(req.Sec, req.Usec))
     }
 
     async fn add_swap(&self, _ctx: &TtrpcContext, req: AddSwapRequest) -> ttrpc::Result<Empty> {
