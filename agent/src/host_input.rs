@@ -15,8 +15,12 @@ pub const RNG_DEV: &str = "/dev/random";
 
 /// The checked time of a SetGuestDateTime request.
 fn timespec(sec: i64, usec: i64) -> Result<libc::timespec> {
-    if sec < 0 {
-        return Err(AgentError::invalid("Sec", format!("{sec} is before 1970")));
+    // An empty request (0) would put the clock at 1970: refused, unlike upstream.
+    if sec <= 0 {
+        return Err(AgentError::invalid(
+            "Sec",
+            format!("{sec} is not after 1970-01-01"),
+        ));
     }
     if !(0..1_000_000).contains(&usec) {
         return Err(AgentError::invalid(
@@ -99,8 +103,13 @@ mod tests {
     fn times_are_checked() {
         let ts = timespec(1_700_000_000, 250_000).unwrap();
         assert_eq!((ts.tv_sec, ts.tv_nsec), (1_700_000_000, 250_000_000));
-        assert!(timespec(0, 0).is_ok());
-        for (s, u, field) in [(-1, 0, "Sec"), (0, -1, "Usec"), (0, 1_000_000, "Usec")] {
+        assert!(timespec(1, 0).is_ok());
+        for (s, u, field) in [
+            (-1, 0, "Sec"),
+            (0, 0, "Sec"),
+            (1, -1, "Usec"),
+            (1, 1_000_000, "Usec"),
+        ] {
             let e = timespec(s, u).unwrap_err();
             assert!(e.to_string().contains(field), "{e}");
             assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);

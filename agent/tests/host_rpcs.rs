@@ -84,6 +84,8 @@ fn set_guest_date_time_checks_and_calls_the_kernel() {
         (json!({"Sec": 1_700_000_000i64, "Usec": 1_000_000}), "Usec"),
         (json!({"Sec": 1_700_000_000i64, "Usec": -1}), "Usec"),
         (json!({"Sec": -5, "Usec": 0}), "Sec"),
+        // An empty request would mean 1970.
+        (json!({}), "Sec"),
     ] {
         let err = native.call("SetGuestDateTime", req).unwrap_err();
         assert!(
