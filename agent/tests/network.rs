@@ -218,6 +218,14 @@ fn route_mtu_is_applied_and_listed() {
     assert_eq!(mtu_of(&routes, "10.50.0.0/16"), 0, "{routes}");
     let listed = net.call("ListRoutes", json!({})).unwrap();
     assert_eq!(mtu_of(&listed, "10.40.0.0/16"), 1300, "{listed}");
+    // No `routes` at all is refused (as upstream), and changes nothing.
+    let err = net.call("UpdateRoutes", json!({})).unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("routes"),
+        "{err}"
+    );
+    let again = net.call("ListRoutes", json!({})).unwrap();
+    assert_eq!(again, listed);
     // The kernel's own view, as `ip route` prints it.
     let shown =
         String::from_utf8_lossy(&net.ip(&["route", "show", "10.40.0.0/16"]).stdout).into_owned();

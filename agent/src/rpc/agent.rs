@@ -529,11 +529,13 @@ impl AgentService for AgentRpc {
         req: UpdateRoutesRequest,
     ) -> ttrpc::Result<Routes> {
         self.policy.check(&req)?;
+        // No `routes` at all is refused, as upstream does ("empty update routes request"):
+        // it must not mean "delete every route". An empty list does.
         let list = req
             .routes
             .as_ref()
             .map(|r| r.Routes.clone())
-            .unwrap_or_default();
+            .ok_or_else(|| AgentError::invalid("routes", "missing"))?;
         let routes = crate::network::update_routes(&list).await?;
         Ok(Routes {
             Routes: routes,
