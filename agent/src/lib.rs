@@ -25,6 +25,7 @@ pub mod initdata;
 pub mod iptables;
 pub mod kbs;
 pub mod logging;
+pub mod mem_agent;
 pub mod mounts;
 pub mod namespaces;
 pub mod network;

@@ -235,3 +235,54 @@ fn iptables_missing_then_run_as_upstream() {
         "{err}"
     );
 }
+
+/// MemAgentCompactSet applies `disabled` to vm.compaction_proactiveness; the rest of both
+/// configs is accepted and named as ignored. The agent runs in a mount namespace where a
+/// file is bind-mounted over the knob, so the host's kernel setting is never changed.
+#[test]
+fn mem_agent_settings_applied_or_named_as_ignored() {
+    let knob = "/proc/sys/vm/compaction_proactiveness";
+    if !std::path::Path::new(knob).exists() {
+        common::skip_or_fail("this kernel has no vm.compaction_proactiveness");
+        return;
+    }
+    let host_before = std::fs::read_to_string(knob).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("compaction_proactiveness");
+    std::fs::write(&stand_in, "20\n").unwrap();
+    let script = format!("mount --bind {} {knob} && exec \"$0\"", stand_in.display());
+    let Some(mut agent) = Agent::start(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]) else {
+        return;
+    };
+    agent
+        .call(
+            "MemAgentCompactSet",
+            json!({"disabled": true, "compact_order": 9}),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&stand_in).unwrap(), "0\n");
+    let line = agent.log_line("have no kernel knob");
+    assert!(line.contains("compact_order"), "{line}");
+    agent
+        .call("MemAgentCompactSet", json!({"disabled": false}))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&stand_in).unwrap(), "20\n");
+    agent
+        .call(
+            "MemAgentMemcgSet",
+            json!({"swap": true, "period_secs": "60"}),
+        )
+        .unwrap();
+    let line = agent.log_line("MemAgentMemcgSet");
+    assert!(line.contains("swap,period_secs"), "{line}");
+    assert_eq!(std::fs::read_to_string(knob).unwrap(), host_before);
+}

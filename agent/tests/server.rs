@@ -73,7 +73,7 @@ fn unimplemented_rpcs_say_unimplemented_with_the_method_name() {
     for method in [
         "OnlineCPUMem",
         "AddSwap",
-        "MemAgentMemcgSet",
+        "MemHotplugByProbe",
         "ResizeVolume",
     ] {
         let err = call(&addr, method, "{}").unwrap_err();

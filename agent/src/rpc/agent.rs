@@ -693,7 +693,8 @@ impl AgentService for AgentRpc {
         req: MemAgentMemcgConfig,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("MemAgentMemcgSet"))
+        crate::mem_agent::memcg_set(&req);
+        Ok(Empty::new())
     }
 
     async fn mem_agent_compact_set(
@@ -702,7 +703,8 @@ impl AgentService for AgentRpc {
         req: MemAgentCompactConfig,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("MemAgentCompactSet"))
+        let knob = Path::new(crate::mem_agent::COMPACTION_PROACTIVENESS);
+        empty(crate::mem_agent::compact_set(&req, knob).map(|_| ()))
     }
 
     async fn online_cpu_mem(
