@@ -424,6 +424,9 @@ impl Default for AgentConfig {
     }
 }
 
+/// The longest timeout the configuration may set (one day): longer ones are clamped.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A TOML string parsed with the type's `FromStr`.
 fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -468,7 +471,32 @@ impl AgentConfig {
             None => AgentConfig::from_cmdline(cmdline, &mut warnings)?,
         };
         config.apply_env(env)?;
+        config.bound_timeouts(&mut warnings);
         Ok(Loaded { config, warnings })
+    }
+
+    /// Clamps every timeout to [`MAX_TIMEOUT`], with a warning naming the key: a huge
+    /// value (`agent.hotplug_timeout=18446744073709551615`) would otherwise overflow an
+    /// `Instant` where it is added to the clock, and that panic powers the VM off.
+    pub fn bound_timeouts(&mut self, warnings: &mut Vec<String>) {
+        for (key, timeout) in [
+            (keys::HOTPLUG_TIMEOUT, &mut self.hotplug_timeout),
+            (keys::IMAGE_PULL_TIMEOUT, &mut self.image_pull_timeout),
+            (
+                keys::LAUNCH_PROCESS_TIMEOUT,
+                &mut self.launch_process_timeout,
+            ),
+            ("kbs_deadline", &mut self.kbs_deadline),
+        ] {
+            if *timeout > MAX_TIMEOUT {
+                warnings.push(format!(
+                    "{key}={}s is above the maximum; using {}s",
+                    timeout.as_secs(),
+                    MAX_TIMEOUT.as_secs()
+                ));
+                *timeout = MAX_TIMEOUT;
+            }
+        }
     }
 
     /// Parses a TOML config file.
@@ -795,6 +823,50 @@ mod tests {
         let env = |k: &str| (k == keys::ENV_LOG_LEVEL).then(|| "trace".to_string());
         let c = AgentConfig::load(Some(&path), "", env).unwrap().config;
         assert_eq!(c.log_level, LogLevel::Trace);
+    }
+
+    #[test]
+    fn huge_timeouts_are_clamped_with_a_warning() {
+        let huge = u64::MAX;
+        let c = cmdline(&format!(
+            "agent.hotplug_timeout={huge} agent.image_pull_timeout={huge} \
+             agent.launch_process_timeout={huge}"
+        ));
+        assert_eq!(c.config.hotplug_timeout, MAX_TIMEOUT);
+        assert_eq!(c.config.image_pull_timeout, MAX_TIMEOUT);
+        assert_eq!(c.config.launch_process_timeout, MAX_TIMEOUT);
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("agent.hotplug_timeout"),
+            "{:?}",
+            c.warnings
+        );
+        // The clamped value can be added to the clock.
+        assert!(std::time::Instant::now()
+            .checked_add(c.config.hotplug_timeout)
+            .is_some());
+
+        // The same through a TOML file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "hotplug_timeout = {}\nkbs_deadline = {}\n",
+                i64::MAX,
+                i64::MAX
+            ),
+        )
+        .unwrap();
+        let c = AgentConfig::load(Some(&path), "", no_env).unwrap();
+        assert_eq!(c.config.hotplug_timeout, MAX_TIMEOUT);
+        assert_eq!(c.config.kbs_deadline, MAX_TIMEOUT);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+
+        // A value at the bound is kept, silently.
+        let c = cmdline(&format!("agent.hotplug_timeout={}", MAX_TIMEOUT.as_secs()));
+        assert_eq!(c.config.hotplug_timeout, MAX_TIMEOUT);
+        assert!(c.warnings.is_empty());
     }
 
     #[test]

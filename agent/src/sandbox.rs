@@ -32,6 +32,10 @@ pub struct SandboxInfo {
     pub pidns_container: Option<String>,
 }
 
+/// The longest RemoveContainer waits for a killed container to go (the request's
+/// timeout is a `u32` of seconds chosen by the host).
+pub const MAX_REMOVE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// CreateSandbox, checked and typed.
 pub struct SandboxRequest {
     pub id: String,
@@ -195,7 +199,20 @@ impl Sandbox {
 
     /// RemoveContainer: stops the container (within `timeout`), then releases what it
     /// held. A container that does not stop in time stays registered.
+    /// The wait is bounded by [`MAX_REMOVE_TIMEOUT`]: the request's `timeout` is the
+    /// host's, and the wait holds the pod's lifecycle lock.
     pub async fn remove_container(&self, cid: &str, timeout: Duration) -> Result<()> {
+        let timeout = if timeout > MAX_REMOVE_TIMEOUT {
+            tracing::warn!(
+                container = cid,
+                requested_s = timeout.as_secs(),
+                max_s = MAX_REMOVE_TIMEOUT.as_secs(),
+                "RemoveContainer timeout above the maximum; clamped"
+            );
+            MAX_REMOVE_TIMEOUT
+        } else {
+            timeout
+        };
         let _life = self.lifecycle.lock().await;
         self.remove_locked(cid, timeout).await
     }

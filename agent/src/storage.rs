@@ -109,7 +109,11 @@ fn block_device_by_pci_path(pci: &str) -> Option<PathBuf> {
 }
 
 pub fn wait_for_device(source: &str, timeout: Duration) -> Result<PathBuf> {
-    let deadline = Instant::now() + timeout;
+    // The config clamps the timeout already; never let a huge one overflow the clock.
+    let timeout = timeout.min(crate::config::MAX_TIMEOUT);
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .ok_or_else(|| AgentError::invalid("agent.hotplug_timeout", "too large"))?;
     loop {
         let found = if source.starts_with("/dev/") {
             let p = clean_absolute("storages.source", source)?;
@@ -330,5 +334,22 @@ mod tests {
         blk.fstype = "ext4".into();
         let e = s.add(&[blk], dir.path(), t).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::DEADLINE_EXCEEDED);
+    }
+
+    #[test]
+    fn a_huge_hotplug_timeout_does_not_overflow_the_clock() {
+        // `Instant::now() + Duration::MAX` panicked here, and a panic in PID 1 powers
+        // the VM off.
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            wait_for_device("/dev/null", huge).unwrap(),
+            Path::new("/dev/null")
+        );
+        // Through the storage path the host drives (a block storage): an error, no panic.
+        let dir = tempfile::tempdir().unwrap();
+        let mut blk = storage(DRIVER_BLK, &dir.path().join("b"));
+        blk.source = "/dev/null".into();
+        blk.fstype = "ext4".into();
+        assert!(Storages::default().add(&[blk], dir.path(), huge).is_err());
     }
 }
