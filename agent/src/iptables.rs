@@ -53,18 +53,22 @@ async fn run(reaper: &Reaper, mut cmd: Command, input: Option<Vec<u8>>) -> Resul
     let io = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         use std::io::{Read, Write};
         let stdin = child.stdin.take();
-        let writer = std::thread::spawn(move || match (stdin, input) {
-            (Some(mut s), Some(data)) => s.write_all(&data),
-            _ => Ok(()),
-        });
+        let writer = std::thread::Builder::new()
+            .name("iptables-stdin".into())
+            .spawn(move || match (stdin, input) {
+                (Some(mut s), Some(data)) => s.write_all(&data),
+                _ => Ok(()),
+            })?;
         let mut err = Vec::new();
         let stderr = child.stderr.take();
-        let err_reader = std::thread::spawn(move || {
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_end(&mut err);
-            }
-            err
-        });
+        let err_reader = std::thread::Builder::new()
+            .name("iptables-stderr".into())
+            .spawn(move || {
+                if let Some(mut e) = stderr {
+                    let _ = e.read_to_end(&mut err);
+                }
+                err
+            })?;
         let mut out = Vec::new();
         if let Some(mut o) = child.stdout.take() {
             o.read_to_end(&mut out)?;

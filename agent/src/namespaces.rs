@@ -20,32 +20,35 @@ impl SharedNamespaces {
     /// agent's own namespaces (the host's, in tests) are untouched.
     pub fn create(hostname: &str) -> Result<SharedNamespaces> {
         let hostname = hostname.to_string();
-        std::thread::spawn(move || -> Result<SharedNamespaces> {
-            let err = |step: &str, e: nix::Error| AgentError::internal(step, e);
-            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-                .map_err(|e| err("unsharing UTS and IPC namespaces", e))?;
-            if !hostname.is_empty() {
-                nix::unistd::sethostname(&hostname).map_err(|e| err("sethostname", e))?;
-            }
-            let ns = |name: &str| {
-                open(
-                    format!("/proc/thread-self/ns/{name}").as_str(),
-                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map(|fd| {
-                    // SAFETY: `open` just returned this descriptor; we are its only owner.
-                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        std::thread::Builder::new()
+            .name("pod-namespaces".into())
+            .spawn(move || -> Result<SharedNamespaces> {
+                let err = |step: &str, e: nix::Error| AgentError::internal(step, e);
+                unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+                    .map_err(|e| err("unsharing UTS and IPC namespaces", e))?;
+                if !hostname.is_empty() {
+                    nix::unistd::sethostname(&hostname).map_err(|e| err("sethostname", e))?;
+                }
+                let ns = |name: &str| {
+                    open(
+                        format!("/proc/thread-self/ns/{name}").as_str(),
+                        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map(|fd| {
+                        // SAFETY: `open` just returned this descriptor; we are its only owner.
+                        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                    })
+                    .map_err(|e| err("opening a namespace", e))
+                };
+                Ok(SharedNamespaces {
+                    uts: ns("uts")?,
+                    ipc: ns("ipc")?,
                 })
-                .map_err(|e| err("opening a namespace", e))
-            };
-            Ok(SharedNamespaces {
-                uts: ns("uts")?,
-                ipc: ns("ipc")?,
             })
-        })
-        .join()
-        .map_err(|_| AgentError::Internal("namespace thread panicked".into()))?
+            .map_err(|e| AgentError::internal("starting the namespace thread", e))?
+            .join()
+            .map_err(|_| AgentError::Internal("namespace thread panicked".into()))?
     }
 
     /// A path through which a container's init joins namespace `fd`.
