@@ -4,9 +4,11 @@
 //! the host connects every log line goes there; until then, and if the host goes away,
 //! lines go to stdout (the console when we are PID 1).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 use tracing_subscriber::fmt::MakeWriter;
@@ -34,19 +36,143 @@ fn is_forked_child() -> bool {
     me != pid || (me == 1 && pid_namespace() != pidns)
 }
 
+/// Most bytes of log lines waiting for a slow vsock reader; more are dropped (counted).
+const QUEUE_BYTES: usize = 1 << 20;
+/// Most log lines waiting for a slow vsock reader.
+const QUEUE_LINES: usize = 4096;
+
 /// Where log lines go: the vsock log connection when there is one, else stdout.
 #[derive(Clone, Default)]
 pub struct LogSink {
-    vsock: Arc<Mutex<Option<std::fs::File>>>,
+    remote: Arc<Mutex<Option<Arc<Remote>>>>,
+}
+
+/// Lines waiting for the writer thread of one vsock reader.
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Replaced by a new reader: the writer thread stops.
+    closed: bool,
+}
+
+/// One connected log reader. Logging only queues (never blocks on the host): a thread
+/// writes the queue to the connection; when the queue is full lines are dropped and
+/// counted, and the count is written as a line of its own once the reader catches up.
+struct Remote {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    dropped: AtomicU64,
+    /// False once a write failed (the reader went away): lines go to stdout again.
+    alive: AtomicBool,
+    /// The connection, to shut it down (and so unblock its writer) when replaced.
+    conn: std::fs::File,
+}
+
+impl Remote {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut q = self.lock();
+        if q.lines.len() >= QUEUE_LINES || q.bytes.saturating_add(line.len()) > QUEUE_BYTES {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.bytes += line.len();
+        q.lines.push_back(line.to_vec());
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// The next line to write; `None` once closed.
+    fn pop(&self) -> Option<Vec<u8>> {
+        let mut q = self.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(line) = q.lines.pop_front() {
+                q.bytes -= line.len();
+                return Some(line);
+            }
+            q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+        let _ = socket::shutdown(self.conn.as_raw_fd(), socket::Shutdown::Both);
+    }
+
+    /// The writer thread's loop: the queue to the connection, with the drop reports.
+    fn drain(&self, mut conn: std::fs::File) {
+        while let Some(line) = self.pop() {
+            if conn.write_all(&line).is_err() {
+                break;
+            }
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let report = serde_json::json!({
+                    "level": "WARN",
+                    "message": format!("{dropped} log lines dropped"),
+                    "dropped": dropped,
+                    "target": module_path!(),
+                });
+                if writeln!(conn, "{report}").is_err() {
+                    break;
+                }
+            }
+        }
+        self.alive.store(false, Ordering::SeqCst);
+    }
 }
 
 impl LogSink {
     /// True once a host is reading our logs over vsock.
     pub fn is_remote(&self) -> bool {
-        self.vsock
+        self.current()
+            .is_some_and(|r| r.alive.load(Ordering::SeqCst))
+    }
+
+    fn current(&self) -> Option<Arc<Remote>> {
+        self.remote
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+            .clone()
+    }
+
+    /// Sends every later line to `conn` (replacing an earlier reader), through a queue
+    /// and a writer thread of its own.
+    pub fn attach(&self, conn: std::fs::File) -> std::io::Result<()> {
+        let remote = Arc::new(Remote {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            alive: AtomicBool::new(true),
+            conn: conn.try_clone()?,
+        });
+        let writer = remote.clone();
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.drain(conn))?;
+        let old = self
+            .remote
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(remote);
+        if let Some(old) = old {
+            old.close();
+        }
+        Ok(())
+    }
+
+    /// Lines dropped (not yet reported) because the reader did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.current()
+            .map_or(0, |r| r.dropped.load(Ordering::Relaxed))
     }
 
     fn write_line(&self, buf: &[u8]) -> std::io::Result<()> {
@@ -56,15 +182,13 @@ impl LogSink {
         if is_forked_child() {
             return Ok(());
         }
-        let mut remote = self.vsock.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(conn) = remote.as_mut() {
-            if conn.write_all(buf).is_ok() {
+        if let Some(remote) = self.current() {
+            if remote.alive.load(Ordering::SeqCst) {
+                remote.push(buf);
                 return Ok(());
             }
             // The host went away: fall back to the console rather than lose lines.
-            *remote = None;
         }
-        drop(remote);
         std::io::stdout().lock().write_all(buf)
     }
 }
@@ -114,8 +238,17 @@ pub fn init(level: LogLevel) -> LogSink {
 pub fn serve_vsock(sink: &LogSink, vport: u32) {
     match listen_vsock(vport) {
         Ok(listener) => {
-            let target = sink.vsock.clone();
-            std::thread::spawn(move || accept_log_reader(listener, target));
+            let target = sink.clone();
+            let started = std::thread::Builder::new()
+                .name("log-accept".into())
+                .spawn(move || accept_log_reader(listener, target));
+            if let Err(e) = started {
+                tracing::warn!(
+                    vport,
+                    error = %e,
+                    "cannot start the vsock log listener thread; logging to the console"
+                );
+            }
         }
         Err(e) => tracing::warn!(
             vport,
@@ -137,14 +270,16 @@ fn listen_vsock(port: u32) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn accept_log_reader(listener: OwnedFd, target: Arc<Mutex<Option<std::fs::File>>>) {
+fn accept_log_reader(listener: OwnedFd, target: LogSink) {
     loop {
         match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => {
                 // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
                 let conn = unsafe { std::fs::File::from_raw_fd(fd) };
-                *target.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
-                tracing::info!("log reader connected over vsock");
+                match target.attach(conn) {
+                    Ok(()) => tracing::info!("log reader connected over vsock"),
+                    Err(e) => tracing::warn!(error = %e, "cannot serve the vsock log reader"),
+                }
             }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
@@ -162,5 +297,72 @@ pub fn announce(sink: &LogSink, message: &str) {
     if sink.is_remote() {
         let line = serde_json::json!({ "level": "INFO", "message": message });
         let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_reader_that_never_reads_does_not_block_logging() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let sink = LogSink::default();
+        sink.attach(std::fs::File::from(OwnedFd::from(ours)))
+            .unwrap();
+        assert!(sink.is_remote());
+
+        // Far more than the socket buffer and the queue hold: with a blocking write
+        // the first few hundred lines would fill the socket and the call would hang.
+        let line = format!("{{\"message\":\"{}\"}}\n", "x".repeat(200));
+        let n = 50_000;
+        let start = Instant::now();
+        let mut writer = sink.make_writer();
+        for _ in 0..n {
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "logging took {took:?}");
+        assert!(sink.dropped() > 0, "nothing dropped");
+
+        // The reader catches up: every line it gets is whole, and the drop is reported.
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(theirs);
+        let mut got = 0u64;
+        let mut reported = 0u64;
+        let mut text = String::new();
+        while got + reported < n {
+            text.clear();
+            assert!(reader.read_line(&mut text).unwrap() > 0);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if let Some(d) = v["dropped"].as_u64() {
+                assert_eq!(v["message"], format!("{d} log lines dropped"));
+                reported += d;
+            } else {
+                got += 1;
+            }
+        }
+        assert!(reported > 0);
+        assert_eq!(got + reported, n, "every line delivered or counted");
+    }
+
+    #[test]
+    fn a_gone_reader_sends_lines_back_to_stdout() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let sink = LogSink::default();
+        sink.attach(std::fs::File::from(OwnedFd::from(ours)))
+            .unwrap();
+        drop(theirs);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.is_remote() {
+            assert!(Instant::now() < deadline, "still remote");
+            sink.write_line(b"{}\n").unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
