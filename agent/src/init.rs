@@ -1,9 +1,11 @@
 //! PID-1 duties: what the agent does when the kernel starts it as `/init`.
 //!
-//! Order, as upstream kata-agent: mount proc, sysfs, devtmpfs, /dev/shm, devpts, /run →
-//! (config is read) → cgroup2 on /sys/fs/cgroup → /dev/ptmx → setsid → hostname →
-//! loopback up → kernel modules. On exit: sync and power off — PID 1 never returns,
-//! because the kernel panics when init exits.
+//! Order: mount proc, sysfs, devtmpfs, /dev/shm, devpts, /run → (config is read) → the
+//! vsock transport modules → (the server's socket listens) → cgroup2 on /sys/fs/cgroup →
+//! /dev/ptmx → setsid → hostname → loopback up → the other kernel modules → configfs.
+//! Upstream kata-agent does the same steps with the modules last; listening first lets
+//! the runtime's connection wait in the backlog while the rest runs. On exit: sync and
+//! power off — PID 1 never returns, because the kernel panics when init exits.
 //!
 //! Everything here acts on the current mount, UTS and network namespaces only, so it
 //! can be tested as PID 1 of `unshare --pid --mount --uts --net --fork`. It never
@@ -238,12 +240,12 @@ fn loopback_up() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Loads the kernel modules named in `list` (one path per line, dependencies first;
-/// `#` comments). A missing list means the kernel needs none. Returns how many loaded.
-pub fn load_modules(list: &Path) -> Result<usize, InitError> {
+/// The modules listed in `list` (one absolute path per line, dependencies first;
+/// `#` comments), in order. No file: none.
+pub fn module_list(list: &Path) -> Result<Vec<String>, InitError> {
     let text = match std::fs::read_to_string(list) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
             return Err(InitError::Read {
                 path: MODULES_ORDER,
@@ -251,14 +253,32 @@ pub fn load_modules(list: &Path) -> Result<usize, InitError> {
             })
         }
     };
-    let mut loaded = 0;
-    for path in text
+    Ok(text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Splits `modules` into the vsock transport (what the ttrpc server needs to listen:
+/// `vsock`, `vmw_vsock_*`), in their order, and the rest, in theirs. The vsock modules
+/// depend only on each other and on built-in virtio, so loading them first keeps every
+/// dependency before its users.
+pub fn split_vsock_modules(modules: Vec<String>) -> (Vec<String>, Vec<String>) {
+    modules.into_iter().partition(|path| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name.starts_with("vsock") || name.starts_with("vmw_vsock")
+    })
+}
+
+/// Loads `modules` in order; one that is built in or already loaded is skipped. Returns
+/// how many were loaded.
+pub fn load_modules(modules: &[String]) -> Result<usize, InitError> {
+    let mut loaded = 0;
+    for path in modules {
         let err = |errno| InitError::Module {
-            path: path.to_string(),
+            path: path.clone(),
             errno,
         };
         let file = std::fs::File::open(path).map_err(|e| err(io_errno(&e)))?;
@@ -289,10 +309,9 @@ mod tests {
 
     #[test]
     fn missing_module_list_loads_nothing() {
-        assert_eq!(
-            load_modules(Path::new("/nonexistent/modules.order")).unwrap(),
-            0
-        );
+        let none = module_list(Path::new("/nonexistent/modules.order")).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(load_modules(&none).unwrap(), 0);
     }
 
     #[test]
@@ -300,8 +319,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("modules.order");
         std::fs::write(&list, "# comment\n\n/nonexistent/vsock.ko\n").unwrap();
-        let err = load_modules(&list).unwrap_err().to_string();
+        let modules = module_list(&list).unwrap();
+        assert_eq!(modules, ["/nonexistent/vsock.ko"]);
+        let err = load_modules(&modules).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/vsock.ko"), "{err}");
+    }
+
+    #[test]
+    fn vsock_modules_go_first_in_their_order() {
+        let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = m(&[
+            "/lib/modules/6.12/kernel/net/core/failover.ko",
+            "/lib/modules/6.12/kernel/net/vmw_vsock/vsock.ko",
+            "/lib/modules/6.12/kernel/drivers/net/virtio_net.ko",
+            "/lib/modules/6.12/kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+            "/lib/modules/6.12/kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+            "/lib/modules/6.12/kernel/fs/overlayfs/overlay.ko",
+        ]);
+        let (vsock, rest) = split_vsock_modules(all);
+        assert_eq!(
+            vsock,
+            m(&[
+                "/lib/modules/6.12/kernel/net/vmw_vsock/vsock.ko",
+                "/lib/modules/6.12/kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+                "/lib/modules/6.12/kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+            ])
+        );
+        assert_eq!(
+            rest,
+            m(&[
+                "/lib/modules/6.12/kernel/net/core/failover.ko",
+                "/lib/modules/6.12/kernel/drivers/net/virtio_net.ko",
+                "/lib/modules/6.12/kernel/fs/overlayfs/overlay.ko",
+            ])
+        );
     }
 
     #[test]

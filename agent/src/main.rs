@@ -41,7 +41,16 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // As PID 1 the kernel passes no arguments: skip the parser (under emulation its first
+    // run is a noticeable share of the time to listening).
+    let cli = if init::is_init() && std::env::args_os().len() <= 1 {
+        Cli {
+            config: None,
+            command: None,
+        }
+    } else {
+        Cli::parse()
+    };
     if let Some(Command::Attest {
         report_data,
         parse,
@@ -93,16 +102,44 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         "starting"
     );
 
+    // As PID 1: the vsock transport, then listen at once, so the runtime's connection
+    // waits in the backlog instead of being refused and retried; the rest of start-up
+    // follows. Nothing is read from a connection before the policy below is loaded, and
+    // if start-up fails the VM powers off with the connection unanswered.
+    let mut modules = Vec::new();
     if is_init {
+        let (vsock, rest) = init::split_vsock_modules(
+            init::module_list(std::path::Path::new(init::MODULES_ORDER))
+                .context("reading the kernel module list")?,
+        );
+        let t = std::time::Instant::now();
+        let loaded = init::load_modules(&vsock).context("loading the vsock transport")?;
+        tracing::info!(
+            modules = loaded,
+            ms = t.elapsed().as_millis() as u64,
+            "vsock transport loaded"
+        );
+        modules = rest;
+    }
+    let listening = server::listen(&config.server_addr).context("listening for the runtime")?;
+    if is_init {
+        // (Not as PID 1, the line waits for the server's signal handlers: a test may send
+        // SIGTERM as soon as it reads it.)
+        logging::announce(&sink, &format!("listening on {}", listening.addr()));
         init::mount_cgroups().context("mounting cgroup2")?;
         init::finish_setup().context("PID 1 setup")?;
-        let loaded = init::load_modules(std::path::Path::new(init::MODULES_ORDER))
-            .context("loading kernel modules")?;
+        let t = std::time::Instant::now();
+        let loaded = init::load_modules(&modules).context("loading kernel modules")?;
+        tracing::info!(
+            modules = loaded,
+            ms = t.elapsed().as_millis() as u64,
+            "other kernel modules loaded"
+        );
         match init::mount_configfs() {
             Ok(mounted) => tracing::debug!(mounted, "configfs"),
             Err(e) => tracing::warn!(error = %e, "configfs not mounted (configfs-tsm unusable)"),
         }
-        tracing::info!(modules = loaded, "init done");
+        tracing::info!("init done");
     }
     if config.log_vport != 0 {
         logging::serve_vsock(&sink, config.log_vport);
@@ -169,7 +206,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
             ],
         };
         server::serve(
-            &config.server_addr,
+            listening,
             info,
             &sink,
             is_init,

@@ -1,8 +1,17 @@
 //! The ttrpc server: binds the configured address, serves `grpc.Health` and
 //! `grpc.AgentService`, and stops cleanly when asked.
+//!
+//! Binding and serving are two steps ([`listen`], then [`serve`]): as PID 1 the agent
+//! listens as soon as the vsock transport is loaded, and the runtime's connection waits
+//! in the socket's backlog while the rest of start-up (modules, attestation probe,
+//! initdata, policy) finishes. Nothing is read from a connection before the policy is
+//! loaded, and a start-up failure powers the VM off with the connection unanswered.
 
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::sync::Arc;
+
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
@@ -51,10 +60,68 @@ fn remove_stale_socket(addr: &ServerAddr) -> Result<(), ServerError> {
     }
 }
 
-/// Serves until DestroySandbox (or, when not PID 1, SIGTERM/SIGINT), then shuts the
-/// server down.
+/// A bound, listening socket that nothing reads yet: connections queue in its backlog.
+pub struct Listening {
+    addr: ServerAddr,
+    fd: OwnedFd,
+}
+
+impl Listening {
+    pub fn addr(&self) -> &ServerAddr {
+        &self.addr
+    }
+}
+
+/// Binds `addr` and listens (close-on-exec, so no container inherits it). A stale
+/// socket file of an earlier run is removed first.
+pub fn listen(addr: &ServerAddr) -> Result<Listening, ServerError> {
+    remove_stale_socket(addr)?;
+    let bind_err = |e: nix::Error| ServerError::Bind {
+        addr: addr.uri(),
+        reason: e.to_string(),
+    };
+    let fd = match addr {
+        ServerAddr::Vsock { cid, port } => {
+            let fd = socket::socket(
+                AddressFamily::Vsock,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(bind_err)?;
+            let cid = cid.unwrap_or(libc::VMADDR_CID_ANY);
+            socket::bind(fd.as_raw_fd(), &VsockAddr::new(cid, *port)).map_err(bind_err)?;
+            fd
+        }
+        ServerAddr::Unix(path) => {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(bind_err)?;
+            let sockaddr = match path.strip_prefix('@') {
+                Some(name) => socket::UnixAddr::new_abstract(name.as_bytes()),
+                None => socket::UnixAddr::new(path.as_str()),
+            }
+            .map_err(bind_err)?;
+            socket::bind(fd.as_raw_fd(), &sockaddr).map_err(bind_err)?;
+            fd
+        }
+    };
+    // Connections queued before they are served: the system's cap (`SOMAXCONN`).
+    socket::listen(&fd, Backlog::MAXCONN).map_err(bind_err)?;
+    Ok(Listening {
+        addr: addr.clone(),
+        fd,
+    })
+}
+
+/// Serves `listening` until DestroySandbox (or, when not PID 1, SIGTERM/SIGINT), then
+/// shuts the server down.
 pub async fn serve(
-    addr: &ServerAddr,
+    listening: Listening,
     info: GuestInfo,
     sink: &LogSink,
     is_init: bool,
@@ -62,19 +129,28 @@ pub async fn serve(
     kbs: crate::kbs::Kbs,
     policy: Arc<crate::policy::Policy>,
 ) -> Result<(), ServerError> {
+    let Listening { addr, fd } = listening;
+    let addr = &addr;
     let uri = addr.uri();
-    remove_stale_socket(addr)?;
     let shutdown = Arc::new(Notify::new());
 
     let health: Arc<dyn health_ttrpc::Health + Send + Sync> = Arc::new(HealthService);
     let agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync> =
         Arc::new(AgentRpc::new(info, policy, shutdown.clone(), sandbox, kbs));
-    let mut server = Server::new()
-        .bind(&uri)
-        .map_err(|e| ServerError::Bind {
-            addr: uri.clone(),
-            reason: e.to_string(),
-        })?
+    let bind_err = |e: ttrpc::Error| ServerError::Bind {
+        addr: uri.clone(),
+        reason: e.to_string(),
+    };
+    let raw = fd.into_raw_fd();
+    let server = match addr {
+        // SAFETY: `raw` is the listening socket of that family just released from its
+        // `OwnedFd`: the server takes sole ownership and nothing else closes or uses it.
+        ServerAddr::Vsock { .. } => unsafe { Server::new().add_vsock_listener(raw) },
+        // SAFETY: as above, for the Unix listener.
+        ServerAddr::Unix(_) => unsafe { Server::new().add_unix_listener(raw) },
+    }
+    .map_err(bind_err)?;
+    let mut server = server
         .register_service(health_ttrpc::create_health(health))
         .register_service(agent_ttrpc::create_agent_service(agent));
     server.start().await.map_err(|e| ServerError::Serve {
@@ -90,7 +166,11 @@ pub async fn serve(
             signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
         ))
     };
-    logging::announce(sink, &format!("listening on {uri}"));
+    if !is_init {
+        // As PID 1, main said it as soon as the socket was bound.
+        logging::announce(sink, &format!("listening on {uri}"));
+    }
+    logging::announce(sink, &format!("serving requests on {uri}"));
 
     if let Some((mut term, mut int)) = signals {
         tokio::select! {

@@ -346,6 +346,7 @@ fn bad_initdata_stops_the_agent_and_says_why() {
         );
         assert!(!out.status.success(), "{name}: {all}");
         assert!(!all.contains("listening on"), "{name}: {all}");
+        assert!(!all.contains("serving requests"), "{name}: {all}");
         assert!(all.contains(needle), "{name}: {all}");
         assert!(all.contains(&format!("{name}.img")), "{name}: {all}");
         // Said once, on the console line.

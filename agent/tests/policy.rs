@@ -311,6 +311,7 @@ fn broken_policy_file_is_fatal() {
         );
         assert!(!out.status.success(), "{all}");
         assert!(!all.contains("listening on"), "{all}");
+        assert!(!all.contains("serving requests"), "{all}");
         assert!(all.contains("loading the agent policy"), "{all}");
         assert!(
             all.contains(file.file_name().unwrap().to_str().unwrap()),

@@ -50,7 +50,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `command` (the agent, possibly wrapped) and waits for `listening on`.
+    /// Starts `command` (the agent, possibly wrapped) and waits until it serves requests
+    /// (as PID 1 it says `listening on` before the rest of its start-up).
     pub fn start(mut command: Command) -> AgentProcess {
         command
             .env_remove("KATA_AGENT_LOG_LEVEL")
@@ -77,6 +78,7 @@ impl AgentProcess {
             seen: Vec::new(),
         };
         agent.wait_for_line("listening on", Duration::from_secs(20));
+        agent.wait_for_line("serving requests on", Duration::from_secs(20));
         agent
     }
 

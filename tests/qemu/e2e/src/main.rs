@@ -5,6 +5,7 @@
 //! Test-only (it runs the test KBS, whose SNP mode skips signature checks, and the guest
 //! with fake TEE devices when asked): never part of a product image.
 
+mod floor;
 mod images;
 mod procs;
 mod scenario;
@@ -60,6 +61,15 @@ struct Cli {
     /// Keep only the logs (console, KBS, registry, QEMU) in the work directory.
     #[arg(long)]
     keep_logs: bool,
+    /// Skip the floor boot (a busybox `/init` that prints a line, booted the same way)
+    /// that the agent's start-up is compared with.
+    #[arg(long)]
+    no_floor: bool,
+    /// Benchmark only the start-up: boot the pod's guest N times (Check, then
+    /// DestroySandbox) and the floor N times, and print the medians instead of running
+    /// the pod.
+    #[arg(long, value_name = "N")]
+    startup_runs: Option<usize>,
 }
 
 fn main() {
@@ -291,10 +301,14 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         registry_port,
         kbs_port,
     };
+    if let Some(n) = cli.startup_runs {
+        return startup_bench(work, cli, &vm_cfg, n).await;
+    }
     let (mut vm, client) = boot_and_connect(work, &vm_cfg).await?;
     let ready = vm.started.elapsed();
     let run_init = vm.console.seen("Run /init");
     let listening = vm.console.seen("listening on vsock://");
+    let serving = vm.console.seen("serving requests");
 
     // The pod.
     scenario::network(&client).await.context("network")?;
@@ -446,10 +460,41 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
     vm.wait_poweroff(Duration::from_secs(60))
         .context("the VM did not power off after DestroySandbox")?;
 
+    // The floor, booted after the pod's VM is gone (one VM at a time).
+    let floor = if cli.no_floor {
+        None
+    } else {
+        Some(floor::measure(
+            work,
+            &cli.rootfs_builder,
+            &cli.busybox,
+            &vm_cfg,
+        )?)
+    };
+
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     let (create, first_byte) = first.unwrap_or_default();
-    let init_to_listen = match (run_init, listening) {
-        (Some(a), Some(b)) => format!("{:.0} ms", b.saturating_sub(a).as_secs_f64() * 1000.0),
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let since_init = |t: Option<Duration>| match (run_init, t) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let init_to_listen = since_init(listening);
+    let init_to_serving = since_init(serving);
+    let startup = match (init_to_listen, floor) {
+        (Some(l), Some(f)) => format!(
+            "/init -> listening {}, -> serving {}; floor (busybox /init prints a line) {}: {:.2}x, {:.2}x",
+            ms(l),
+            init_to_serving.map_or("?".into(), ms),
+            ms(f),
+            l.as_secs_f64() / f.as_secs_f64().max(1e-3),
+            init_to_serving.map_or(f64::NAN, |s| s.as_secs_f64() / f.as_secs_f64().max(1e-3)),
+        ),
+        (Some(l), None) => format!(
+            "/init -> listening {}, -> serving {}",
+            ms(l),
+            init_to_serving.map_or("?".into(), ms)
+        ),
         _ => "?".into(),
     };
     let mut s = String::new();
@@ -463,7 +508,7 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         }
     ));
     s.push_str(&format!(
-        "  agent ready        {} after QEMU start (/init -> listening: {init_to_listen})\n",
+        "  agent ready        {} after QEMU start (first Check answered)\n  agent start-up     {startup}\n",
         secs(ready)
     ));
     s.push_str(&format!(
@@ -495,6 +540,64 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         s.push_str(&format!("  logs               {}\n", work.display()));
     }
     Ok(s)
+}
+
+/// `--startup-runs N`: the start-up stages of N boots of the pod's guest and N of the
+/// floor, one VM at a time; medians, and the ratios to the floor's.
+async fn startup_bench(work: &Path, cli: &Cli, cfg: &vm::VmConfig, n: usize) -> Result<String> {
+    let median = |mut v: Vec<Duration>| -> Duration {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let (mut listen, mut serve, mut check, mut floors) = (vec![], vec![], vec![], vec![]);
+    for run in 1..=n.max(1) {
+        let (mut vm, client) = boot_and_connect(work, cfg).await?;
+        let checked = vm.started.elapsed();
+        let init = vm
+            .console
+            .seen("Run /init")
+            .context("no `Run /init` on the console")?;
+        let at = |needle: &str| -> Result<Duration> {
+            let t = vm
+                .console
+                .seen(needle)
+                .with_context(|| format!("no {needle:?} on the console"))?;
+            Ok(t.saturating_sub(init))
+        };
+        let (l, s) = (at("listening on vsock://")?, at("serving requests on")?);
+        let _ = client
+            .call_timeout("DestroySandbox", &json!({}), Duration::from_secs(30))
+            .await;
+        vm.wait_poweroff(Duration::from_secs(60))?;
+        let f = floor::measure(work, &cli.rootfs_builder, &cli.busybox, cfg)?;
+        eprintln!(
+            "e2e: start-up run {run}: /init -> listening {:.0} ms, -> serving {:.0} ms, QEMU -> Check answered {:.2} s; floor {:.0} ms",
+            l.as_secs_f64() * 1e3,
+            s.as_secs_f64() * 1e3,
+            checked.as_secs_f64(),
+            f.as_secs_f64() * 1e3
+        );
+        listen.push(l);
+        serve.push(s);
+        check.push(checked);
+        floors.push(f);
+    }
+    let (l, s, c, f) = (median(listen), median(serve), median(check), median(floors));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ratio = |d: Duration| ms(d) / ms(f).max(1e-3);
+    Ok(format!(
+        "start-up, median of {n} boots (TCG, OVMF, 1 vCPU), kernel `Run /init` -> ...\n\
+         \x20 agent `listening on`       {:>6.0} ms  {:.2}x the floor\n\
+         \x20 agent `serving requests`   {:>6.0} ms  {:.2}x the floor\n\
+         \x20 floor (busybox /init echo) {:>6.0} ms\n\
+         \x20 QEMU start -> first Check answered {:.2} s",
+        ms(l),
+        ratio(l),
+        ms(s),
+        ratio(s),
+        ms(f),
+        c.as_secs_f64()
+    ))
 }
 
 fn first_line(s: &str) -> String {

@@ -189,7 +189,8 @@ impl Vm {
 /// The agent's ttrpc port (kata's `vsock://-1:1024`).
 const AGENT_PORT: u32 = 1024;
 
-/// Follows the console file, timestamping each complete line.
+/// Follows the console file, timestamping each complete line; the timed lines also go
+/// to `console-timed.log` beside it (ms since QEMU's start).
 fn watch_console(path: PathBuf, console: Console, started: Instant) {
     let spawned = std::thread::Builder::new()
         .name("console".into())
@@ -197,20 +198,30 @@ fn watch_console(path: PathBuf, console: Console, started: Instant) {
             let Ok(file) = std::fs::File::open(&path) else {
                 return;
             };
+            let mut timed = path
+                .parent()
+                .and_then(|d| std::fs::File::create(d.join("console-timed.log")).ok());
             let mut reader = BufReader::new(file);
             let mut partial = String::new();
             loop {
                 let mut buf = String::new();
                 match reader.read_line(&mut buf) {
                     Ok(0) => {
-                        std::thread::sleep(Duration::from_millis(20));
+                        // 2 ms: the timestamps measure start-up stages of ~100 ms.
+                        std::thread::sleep(Duration::from_millis(2));
                         // Re-read from where we are (the file grows).
                         let _ = reader.stream_position();
                     }
                     Ok(_) => {
                         partial.push_str(&buf);
                         if partial.ends_with('\n') {
-                            console.push(started.elapsed(), partial.trim_end().replace('\r', ""));
+                            let at = started.elapsed();
+                            let line = partial.trim_end().replace('\r', "");
+                            if let Some(f) = timed.as_mut() {
+                                use std::io::Write as _;
+                                let _ = writeln!(f, "{:>9.1} {line}", at.as_secs_f64() * 1000.0);
+                            }
+                            console.push(at, line);
                             partial.clear();
                         }
                     }
