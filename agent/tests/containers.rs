@@ -287,9 +287,22 @@ fn copy_file_happy_path_and_escapes() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "pod-name");
     pod.ok("CopyFile", req(&shared.join("c1/dir"), 0o40700, b"", 0, 0));
     assert!(shared.join("c1/dir").is_dir());
+    // A symlink out of the shared directory is refused; one inside is made (and never
+    // followed by a later CopyFile).
+    let err = pod
+        .call(
+            "CopyFile",
+            req(&shared.join("c1/link"), 0o120777, b"/", 0, 0),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("absolute"),
+        "{err}"
+    );
+    assert!(!shared.join("c1/link").exists());
     pod.ok(
         "CopyFile",
-        req(&shared.join("c1/link"), 0o120777, b"/", 0, 0),
+        req(&shared.join("c1/link"), 0o120777, b"dir", 0, 0),
     );
     assert!(shared.join("c1/link").is_symlink());
 
@@ -298,7 +311,7 @@ fn copy_file_happy_path_and_escapes() {
         shared.join("c1/../../../escaped"),
         outside.clone(),
         std::path::PathBuf::from("/etc/cocoon-escape"),
-        shared.join("c1/link/tmp/cocoon-escape"),
+        shared.join("c1/link/cocoon-through-link"),
         shared.join("c1/link"),
     ] {
         let err = pod
@@ -311,7 +324,7 @@ fn copy_file_happy_path_and_escapes() {
     }
     assert!(!outside.exists());
     assert!(!std::path::Path::new("/etc/cocoon-escape").exists());
-    assert!(!std::path::Path::new("/tmp/cocoon-escape").exists());
+    assert!(!shared.join("c1/dir/cocoon-through-link").exists());
 }
 
 #[test]
