@@ -36,7 +36,11 @@ fn name(ipv6: bool, what: &str) -> String {
 
 /// Runs `cmd` with `input` on its stdin; answers its stdout. The exit status comes from
 /// the agent's [`Reaper`] (it collects every child; nobody else may wait).
-async fn run(reaper: &Reaper, mut cmd: Command, input: Option<Vec<u8>>) -> Result<Vec<u8>> {
+pub(crate) async fn run(
+    reaper: &Reaper,
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let shown = format!("{:?}", cmd.get_program());
     cmd.stdin(if input.is_some() {
         Stdio::piped()

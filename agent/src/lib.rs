@@ -41,6 +41,7 @@ pub mod server;
 pub mod storage;
 pub mod streams;
 pub mod users;
+pub mod volume;
 
 /// The agent's version, reported by `Health.Version` and `GetGuestDetails`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -769,7 +769,12 @@ impl AgentService for AgentRpc {
         req: VolumeStatsRequest,
     ) -> ttrpc::Result<cocoon_protocols::csi::VolumeStatsResponse> {
         self.policy.check(&req)?;
-        Err(unimplemented("GetVolumeStats"))
+        let path = req.volume_guest_path;
+        Ok(
+            tokio::task::spawn_blocking(move || crate::volume::stats(&path))
+                .await
+                .map_err(|e| AgentError::internal("volume stats", e))??,
+        )
     }
 
     async fn resize_volume(
@@ -778,7 +783,7 @@ impl AgentService for AgentRpc {
         req: ResizeVolumeRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("ResizeVolume"))
+        empty(crate::volume::resize(&self.sandbox.reaper, &req.volume_guest_path, req.size).await)
     }
 }
 

@@ -1,0 +1,245 @@
+//! GetVolumeStats and ResizeVolume through the real binary, on a real ext4 filesystem:
+//! a loop device over a file in a temporary directory, mounted only inside the agent's
+//! private mount namespace (`unshare --mount`). The loop device is detached whatever
+//! happens (a Drop guard; the kernel frees it once the namespace's mount is gone).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use common::{call, AgentProcess, AGENT};
+
+const MIB: u64 = 1 << 20;
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device; detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let dev = run(&["losetup", "--find", "--show", file.to_str().unwrap()]);
+        Loop(dev.trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // On a device still in use the kernel marks it to detach at its last close.
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn usage(resp: &Value, unit: &str) -> (u64, u64, u64) {
+    let u = resp["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == unit)
+        .unwrap_or_else(|| panic!("no {unit} in {resp}"));
+    // (protobuf's JSON spells u64 as strings)
+    let n = |f: &str| {
+        u[f].as_u64()
+            .or_else(|| u[f].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
+    (n("total"), n("available"), n("used"))
+}
+
+fn block_count(dev: &str) -> u64 {
+    let out = run(&["dumpe2fs", "-h", dev]);
+    let field = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    field("Block count:") * field("Block size:")
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process has the capability (CapEff of /proc/self/status).
+fn has_cap(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|v| v & (1 << cap) != 0)
+}
+
+#[test]
+fn volume_stats_and_online_ext4_resize_on_a_loop_device() {
+    if !nix::unistd::Uid::effective().is_root() {
+        common::skip_or_fail("needs root (loop devices, mount namespaces)");
+        return;
+    }
+    for p in ["losetup", "mkfs.ext4", "dumpe2fs", "unshare"] {
+        if !have(p) {
+            common::skip_or_fail(&format!("needs {p}"));
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("vol.img");
+    let f = std::fs::File::create(&image).unwrap();
+    f.set_len(32 * MIB).unwrap();
+    run(&["mkfs.ext4", "-q", "-F", image.to_str().unwrap()]);
+    // Declared before the agent: dropped after it, once the mount is gone.
+    let dev = Loop::attach(&image);
+    let mnt: PathBuf = dir.path().join("vol");
+    std::fs::create_dir(&mnt).unwrap();
+    let sock = dir.path().join("agent.sock");
+    let addr = format!("unix://{}", sock.display());
+    let script = format!("mount -t ext4 {} {} && exec \"$0\"", dev.0, mnt.display());
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .arg(AGENT)
+    .env("KATA_AGENT_SERVER_ADDR", &addr)
+    .env("COCOON_RUN_DIR", dir.path().join("run"));
+    let mut agent = AgentProcess::start(cmd);
+    let m = mnt.to_str().unwrap();
+
+    // Stats, as upstream answers them.
+    let stats = call(
+        &addr,
+        "GetVolumeStats",
+        &json!({"volume_guest_path": m}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(stats["volume_condition"]["message"], "OK", "{stats}");
+    assert_ne!(stats["volume_condition"]["abnormal"], true, "{stats}");
+    let (total, available, used) = usage(&stats, "BYTES");
+    assert!(total > 16 * MIB && total <= 32 * MIB, "{stats}");
+    assert!(available <= total && used == total - available, "{stats}");
+    let (inodes, free_inodes, _) = usage(&stats, "INODES");
+    assert!(inodes > 0 && free_inodes < inodes, "{stats}");
+    // Writing to the volume shows in the stats (the file is written by the agent's
+    // namespace only: through /proc/<pid>/root).
+    let inside = PathBuf::from(format!("/proc/{}/root{}", agent.child.id(), m));
+    std::fs::write(inside.join("data"), vec![7u8; 4 * MIB as usize]).unwrap();
+    nix::unistd::sync();
+    let stats2 = call(
+        &addr,
+        "GetVolumeStats",
+        &json!({"volume_guest_path": m}).to_string(),
+    )
+    .unwrap();
+    let (_, available2, used2) = usage(&stats2, "BYTES");
+    assert!(
+        used2 >= used + 4 * MIB && available2 < available,
+        "{stats} {stats2}"
+    );
+
+    for (path, code) in [
+        ("/nonexistent/cocoon-vol", "NOT_FOUND"),
+        ("relative/vol", "INVALID_ARGUMENT"),
+        ("", "INVALID_ARGUMENT"),
+    ] {
+        let err = call(
+            &addr,
+            "GetVolumeStats",
+            &json!({"volume_guest_path": path}).to_string(),
+        )
+        .unwrap_err();
+        assert!(err.contains(code), "{path}: {err}");
+    }
+
+    let resize = |path: &str, size: u64| {
+        call(
+            &addr,
+            "ResizeVolume",
+            &json!({"volume_guest_path": path, "size": size}).to_string(),
+        )
+    };
+    // The host has not grown the device yet.
+    let err = resize(m, 64 * MIB).unwrap_err();
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("has not grown the device"),
+        "{err}"
+    );
+    // Not a mount point.
+    let err = resize(dir.path().to_str().unwrap(), 64 * MIB).unwrap_err();
+    assert!(
+        err.contains("FAILED_PRECONDITION") && err.contains("not a mount point"),
+        "{err}"
+    );
+    assert_eq!(block_count(&dev.0), 32 * MIB);
+
+    // The host grows the device (the backing file, then the loop device's capacity).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(96 * MIB)
+        .unwrap();
+    run(&["losetup", "--set-capacity", &dev.0]);
+    if !has_cap(CAP_SYS_RESOURCE) {
+        // The kernel's online resize needs CAP_SYS_RESOURCE (the guest's PID 1 has it).
+        let err = resize(m, 64 * MIB).unwrap_err();
+        assert!(
+            err.contains("EXT4_IOC_RESIZE_FS") && err.contains("CAP_SYS_RESOURCE"),
+            "{err}"
+        );
+        common::skip_or_fail(
+            "online ext4 resize: this host does not give root CAP_SYS_RESOURCE (checked: the refusal names it)",
+        );
+        return;
+    }
+    resize(m, 64 * MIB).unwrap();
+    assert_eq!(block_count(&dev.0), 64 * MIB);
+    let line = agent.wait_for_line("ResizeVolume", std::time::Duration::from_secs(10));
+    assert!(line.contains(&dev.0), "{line}");
+    let stats3 = call(
+        &addr,
+        "GetVolumeStats",
+        &json!({"volume_guest_path": m}).to_string(),
+    )
+    .unwrap();
+    let (total3, _, _) = usage(&stats3, "BYTES");
+    assert!(total3 > 48 * MIB && total3 <= 64 * MIB, "{stats3}");
+    // Shrinking is refused; 0 grows to the whole device.
+    let err = resize(m, 16 * MIB).unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("shrink"),
+        "{err}"
+    );
+    resize(m, 0).unwrap();
+    assert_eq!(block_count(&dev.0), 96 * MIB);
+    // The data survived.
+    assert_eq!(
+        std::fs::read(inside.join("data")).unwrap().len(),
+        4 * MIB as usize
+    );
+    drop(agent);
+}
