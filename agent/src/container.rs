@@ -3,7 +3,7 @@
 //! call runs on a blocking thread while holding [`Reaper::exclusive`], because
 //! libcontainer waits for its own intermediate processes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use crate::error::{AgentError, Result};
 use crate::mounts::{bind_mount, remove_bundle};
 use crate::namespaces::SharedNamespaces;
 use crate::paths::Paths;
+use crate::pidfd::PidFd;
 use crate::process::{AgentStdio, Process};
 use crate::reaper::Reaper;
 use crate::streams::{receive_fd, set_winsize, StdioPipes};
@@ -37,7 +38,7 @@ pub struct Container {
     /// Our bind mount of the requested root on `<bundle>/rootfs`.
     rootfs_mount: Option<PathBuf>,
     pub init: Arc<Process>,
-    execs: Mutex<HashMap<String, Arc<Process>>>,
+    execs: Mutex<Execs>,
     started: AtomicBool,
     pub cgroup_path: String,
     /// OOM kills already reported by GetOOMEvent.
@@ -328,7 +329,7 @@ impl Container {
         std::fs::create_dir_all(&state_dir).map_err(|e| AgentError::internal("state dir", e))?;
         let id = p.id.clone();
         let b = bundle.clone();
-        let (pid, launch) = blocking(reaper, move || {
+        let (pidfd, launch) = blocking(reaper, move || {
             let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&state_dir)
                 .map_err(lc_err("container state directory"))?;
@@ -354,7 +355,16 @@ impl Container {
             let pid = container
                 .pid()
                 .ok_or_else(|| AgentError::Internal("created container has no pid".into()))?;
-            Ok((pid.as_raw(), launch))
+            // The reaper is held off: the init cannot have been reaped, so the pidfd is
+            // of our process.
+            match PidFd::open(pid.as_raw()) {
+                Ok(pidfd) => Ok((pidfd, launch)),
+                Err(e) => {
+                    let mut container = container;
+                    let _ = container.delete(true);
+                    Err(AgentError::internal("pidfd_open of the container init", e))
+                }
+            }
         })
         .await?;
         let stdio = match tokio::task::spawn_blocking(move || launch.finish(size)).await {
@@ -364,15 +374,12 @@ impl Container {
         let stdio = match stdio {
             Ok(s) => s,
             Err(e) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
                 force_delete(reaper, paths, &p.id).await;
                 return Err(e);
             }
         };
-        let init = Process::new(&p.id, pid, stdio, reaper)?;
+        let init = Process::new(&p.id, pidfd, stdio, reaper)?;
         cleanup.armed = false;
         Ok(Container {
             id: p.id,
@@ -380,7 +387,7 @@ impl Container {
             state_dir: paths.state_dir(),
             rootfs_mount: cleanup.rootfs_mount.take(),
             init: Arc::new(init),
-            execs: Mutex::new(HashMap::new()),
+            execs: Mutex::new(Execs::default()),
             started: AtomicBool::new(false),
             oom_reported: AtomicU64::new(0),
             cgroup_path,
@@ -411,8 +418,30 @@ impl Container {
         r
     }
 
-    fn lock_execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
-        self.execs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_execs(&self) -> MutexGuard<'_, Execs> {
+        lock_execs(&self.execs)
+    }
+
+    /// Reserves `exec_id` for an ExecProcess, checked and taken under one lock: of two
+    /// calls with the same id, exactly one gets it.
+    fn reserve_exec(&self, exec_id: &str) -> Result<ExecReservation<'_>> {
+        let mut execs = self.lock_execs();
+        let live = execs
+            .running
+            .get(exec_id)
+            .is_some_and(|p| p.exit_code().is_none());
+        if exec_id == self.id || live || execs.starting.contains(exec_id) {
+            return Err(AgentError::AlreadyExists {
+                what: "process",
+                id: exec_id.to_string(),
+            });
+        }
+        execs.starting.insert(exec_id.to_string());
+        Ok(ExecReservation {
+            execs: &self.execs,
+            id: exec_id.to_string(),
+            committed: false,
+        })
     }
 
     /// The init process (`exec_id` = container id) or an exec.
@@ -421,13 +450,14 @@ impl Container {
             return Ok(self.init.clone());
         }
         self.lock_execs()
+            .running
             .get(exec_id)
             .cloned()
             .ok_or_else(|| AgentError::not_found("process", exec_id))
     }
 
     pub fn forget_exec(&self, exec_id: &str) {
-        self.lock_execs().remove(exec_id);
+        self.lock_execs().running.remove(exec_id);
     }
 
     /// Starts `process` (OCI process JSON) in the running container.
@@ -437,16 +467,7 @@ impl Container {
         exec_id: &str,
         process: serde_json::Value,
     ) -> Result<()> {
-        let taken = self
-            .lock_execs()
-            .get(exec_id)
-            .is_some_and(|p| p.exit_code().is_none());
-        if exec_id == self.id || taken {
-            return Err(AgentError::AlreadyExists {
-                what: "process",
-                id: exec_id.to_string(),
-            });
-        }
+        let reservation = self.reserve_exec(exec_id)?;
         if self.init.exit_code().is_some() || !self.started.load(Ordering::SeqCst) {
             return Err(AgentError::FailedPrecondition(format!(
                 "container {} is not running",
@@ -478,16 +499,28 @@ impl Container {
                 .with_process(Some(&f))
                 .build()
                 .map_err(|e| AgentError::FailedPrecondition(format!("exec: {e}")))?;
-            Ok((pid.as_raw(), launch))
+            // Reaper held off: the process cannot have been reaped yet. (Should this
+            // fail, the process stays in the container's cgroup, killed with it.)
+            let pidfd = PidFd::open(pid.as_raw())
+                .map_err(|e| AgentError::internal("pidfd_open of the exec", e))?;
+            Ok((pidfd, launch))
         })
         .await;
         let _ = std::fs::remove_file(&file);
-        let (pid, launch) = built?;
-        let stdio = tokio::task::spawn_blocking(move || launch.finish(size))
-            .await
-            .map_err(|e| AgentError::internal("console", e))??;
-        let p = Process::new(exec_id, pid, stdio, reaper)?;
-        self.lock_execs().insert(exec_id.to_string(), Arc::new(p));
+        let (pidfd, launch) = built?;
+        let stdio = match tokio::task::spawn_blocking(move || launch.finish(size)).await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::internal("console", e)),
+        };
+        let stdio = match stdio {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        let p = Process::new(exec_id, pidfd, stdio, reaper)?;
+        reservation.commit(Arc::new(p));
         Ok(())
     }
 
@@ -515,13 +548,14 @@ impl Container {
             return Ok(());
         }
         let init = Arc::ptr_eq(&p, &self.init);
-        if init && sig == nix::sys::signal::Signal::SIGTERM && !handles_signal(p.pid, libc::SIGTERM)
-        {
+        if init && sig == nix::sys::signal::Signal::SIGTERM && !handles_signal(&p, libc::SIGTERM) {
             sig = nix::sys::signal::Signal::SIGKILL;
         }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig) {
+        // Through the pidfd: once the process is reaped this is ESRCH, never a signal to
+        // whoever has its pid now.
+        match p.signal(sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(AgentError::internal("kill", e)),
+            Err(e) => Err(AgentError::internal("pidfd_send_signal", e)),
         }
     }
 
@@ -549,10 +583,7 @@ impl Container {
         if self.init.exit_code().is_none() {
             if let Err(e) = self.signal(reaper, "", libc::SIGKILL).await {
                 tracing::warn!(container = %self.id, error = %e, "killing the container");
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.init.pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let _ = self.init.signal(nix::sys::signal::Signal::SIGKILL);
             }
             if tokio::time::timeout(timeout, self.init.wait())
                 .await
@@ -564,11 +595,8 @@ impl Container {
                 )));
             }
         }
-        for p in self.lock_execs().values() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        for p in self.lock_execs().running.values() {
+            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
         }
         force_delete(reaper, &self.paths, &self.id).await;
         if let Some(m) = &self.rootfs_mount {
@@ -578,6 +606,43 @@ impl Container {
         }
         remove_bundle(&self.bundle);
         Ok(())
+    }
+}
+
+/// A container's exec processes.
+#[derive(Default)]
+struct Execs {
+    running: HashMap<String, Arc<Process>>,
+    /// Ids whose ExecProcess is under way (reserved; see [`Container::reserve_exec`]).
+    starting: HashSet<String>,
+}
+
+fn lock_execs(execs: &Mutex<Execs>) -> MutexGuard<'_, Execs> {
+    execs.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An exec id held for one ExecProcess; released if the exec fails.
+struct ExecReservation<'a> {
+    execs: &'a Mutex<Execs>,
+    id: String,
+    committed: bool,
+}
+
+impl ExecReservation<'_> {
+    /// The exec started: `p` takes the id (in the same lock as the reservation ends).
+    fn commit(mut self, p: Arc<Process>) {
+        let mut execs = lock_execs(self.execs);
+        execs.starting.remove(&self.id);
+        execs.running.insert(self.id.clone(), p);
+        self.committed = true;
+    }
+}
+
+impl Drop for ExecReservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            lock_execs(self.execs).starting.remove(&self.id);
+        }
     }
 }
 
@@ -618,12 +683,14 @@ impl Drop for Cleanup {
     }
 }
 
-/// Whether `pid` catches `signal` (its `SigCgt` mask in `/proc/<pid>/status`). Unknown
-/// (the process is gone, the file unreadable) counts as caught, so SIGTERM stays SIGTERM.
-fn handles_signal(pid: i32, signal: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(status) => sig_caught(&status, signal).unwrap_or(true),
-        Err(_) => true,
+/// Whether process `p` catches `signal` (its `SigCgt` mask in `/proc/<pid>/status`).
+/// Unknown (the process is gone, the file unreadable) counts as caught, so SIGTERM stays
+/// SIGTERM. The pidfd, checked after the read, tells the file was this process's and not
+/// that of a newer holder of the pid.
+fn handles_signal(p: &Process, signal: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/status", p.pid)) {
+        Ok(status) if p.pidfd().is_alive() => sig_caught(&status, signal).unwrap_or(true),
+        _ => true,
     }
 }
 

@@ -149,9 +149,11 @@ impl Sandbox {
                 info.pidns_container.clone(),
             )
         };
-        let pid_ns = match owner.and_then(|id| self.container(&id).ok()) {
+        // The first container's PID namespace, held open: a `/proc/<pid>/ns/pid` path
+        // would be resolved later, when the pid may be another process's.
+        let pid_ns_fd = match owner.and_then(|id| self.container(&id).ok()) {
             Some(first) if share_pidns && first.init.exit_code().is_none() => {
-                Some(PathBuf::from(format!("/proc/{}/ns/pid", first.init.pid)))
+                pid_namespace_of(&first.init)
             }
             _ => None,
         };
@@ -159,9 +161,13 @@ impl Sandbox {
             id,
             spec,
             shared_ns,
-            pid_ns,
+            pid_ns: pid_ns_fd
+                .as_ref()
+                .map(|fd| PathBuf::from(crate::namespaces::SharedNamespaces::path_of(fd))),
         };
-        let c = Container::create(&self.paths, &self.reaper, params).await?;
+        let c = Container::create(&self.paths, &self.reaper, params).await;
+        drop(pid_ns_fd);
+        let c = c?;
 
         // register
         if share_pidns {
@@ -173,4 +179,13 @@ impl Sandbox {
         self.register(Arc::new(c), undo.keep());
         Ok(())
     }
+}
+
+/// An open descriptor of `p`'s PID namespace, if `p` is still there: the pidfd, checked
+/// after the open, tells the namespace was `p`'s and not a newer holder of its pid.
+fn pid_namespace_of(p: &crate::process::Process) -> Option<std::os::fd::OwnedFd> {
+    let file = std::fs::File::open(format!("/proc/{}/ns/pid", p.pid)).ok()?;
+    p.pidfd()
+        .is_alive()
+        .then(|| std::os::fd::OwnedFd::from(file))
 }

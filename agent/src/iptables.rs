@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{AgentError, Result};
+use crate::pidfd::PidFd;
 use crate::reaper::Reaper;
 
 /// Where upstream looks (`src/agent/src/rpc.rs` `USR_IPTABLES_SAVE`, `IPTABLES_SAVE`, ...).
@@ -49,11 +50,31 @@ pub(crate) async fn run(
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| AgentError::internal(&format!("running {shown}"), e))?;
-    let pid = i32::try_from(child.id()).map_err(|e| AgentError::internal("pid", e))?;
-    let status = reaper.watch(pid);
+    // Spawned and its pidfd opened with the reaper held off: the child cannot be reaped
+    // (and its pid reused) before the pidfd names it.
+    let held = reaper.clone();
+    let what = shown.clone();
+    let spawned = tokio::task::spawn_blocking(move || {
+        let _exclusive = held.exclusive();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| AgentError::internal(&format!("running {what}"), e))?;
+        let pidfd = i32::try_from(child.id())
+            .map_err(|e| AgentError::internal("pid", e))
+            .and_then(|pid| PidFd::open(pid).map_err(|e| AgentError::internal("pidfd_open", e)));
+        match pidfd {
+            Ok(pidfd) => Ok((child, pidfd)),
+            Err(e) => {
+                // Still unreaped (the reaper is held off): the pid is the child's.
+                let _ = child.kill();
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| AgentError::internal("iptables", e))?;
+    let (mut child, pidfd) = spawned?;
+    let status = reaper.watch(pidfd.pid());
     let io = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         use std::io::{Read, Write};
         let stdin = child.stdin.take();
@@ -96,10 +117,7 @@ pub(crate) async fn run(
     let (out, err, code) = match waited {
         Ok(r) => r?,
         Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
             return Err(AgentError::DeadlineExceeded(format!(
                 "{shown} did not finish within {RUN_TIMEOUT:?}"
             )));

@@ -31,6 +31,7 @@ pub mod namespaces;
 pub mod network;
 pub mod oci;
 pub mod paths;
+pub mod pidfd;
 pub mod policy;
 pub mod process;
 pub mod reaper;

@@ -1,5 +1,6 @@
-//! A process the agent started in a container (its init or an exec): its pid, its
-//! streams, and its exit status (from the [`Reaper`](crate::reaper::Reaper)).
+//! A process the agent started in a container (its init or an exec): its pidfd (signals
+//! go through it, never through the bare pid), its streams, and its exit status (from
+//! the [`Reaper`](crate::reaper::Reaper)).
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use crate::error::{AgentError, Result};
+use crate::pidfd::PidFd;
 use crate::reaper::{ExitCode, Reaper};
 use crate::streams::{FdStream, StdioPipes};
 
@@ -38,6 +40,8 @@ impl AgentStdio {
 pub struct Process {
     pub exec_id: String,
     pub pid: i32,
+    /// Opened before the process could be reaped, kept until it is forgotten.
+    pidfd: PidFd,
     stdin: Mutex<Option<Arc<FdStream>>>,
     stdout: Option<Arc<FdStream>>,
     stderr: Option<Arc<FdStream>>,
@@ -50,9 +54,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// Wraps a started process; its exit status is collected from `reaper`. Must run
-    /// inside the tokio runtime.
-    pub fn new(exec_id: &str, pid: i32, stdio: AgentStdio, reaper: &Reaper) -> Result<Process> {
+    /// Wraps a started process, held by `pidfd`; its exit status is collected from
+    /// `reaper`. Must run inside the tokio runtime.
+    pub fn new(exec_id: &str, pidfd: PidFd, stdio: AgentStdio, reaper: &Reaper) -> Result<Process> {
+        let pid = pidfd.pid();
         let stream = |fd| {
             FdStream::new(fd)
                 .map(Arc::new)
@@ -90,6 +95,7 @@ impl Process {
         Ok(Process {
             exec_id: exec_id.to_string(),
             pid,
+            pidfd,
             stdin: Mutex::new(stdin),
             stdout,
             stderr,
@@ -99,6 +105,17 @@ impl Process {
             tty,
             exit,
         })
+    }
+
+    /// Sends `signal` through the pidfd: `ESRCH` once the process has exited and been
+    /// reaped, whoever has its pid now.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+        self.pidfd.signal(signal)
+    }
+
+    /// The pidfd, to check a `/proc/<pid>` read was about this process.
+    pub fn pidfd(&self) -> &PidFd {
+        &self.pidfd
     }
 
     pub fn mark_waited(&self) {
