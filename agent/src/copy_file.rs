@@ -12,13 +12,13 @@
 //! are dropped from copied files.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use cocoon_protocols::agent::CopyFileRequest;
@@ -41,34 +41,10 @@ fn refuse(reason: String) -> AgentError {
     AgentError::invalid("path", reason)
 }
 
-/// The resolution every host-named step uses: below the directory, no symlinks, no
-/// magic links.
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS
-}
-
-fn open_at(dir: &OwnedFd, name: &str, flags: OFlag, mode: u32) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .mode(Mode::from_bits_truncate(mode))
-        .resolve(beneath());
-    let fd = openat2(dir.as_raw_fd(), name, how)?;
-    // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The directory `name` in `dir`, created with `mode` if missing; a symlink or a
 /// non-directory there is refused.
 fn open_or_make_dir(dir: &OwnedFd, name: &str, mode: u32, shown: &str) -> Result<OwnedFd> {
-    match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(AgentError::internal(&format!("creating {shown}"), e)),
-    }
-    open_at(dir, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).map_err(|e| match e {
-        Errno::ELOOP | Errno::EXDEV => refuse(format!("{shown} is a symlink")),
-        Errno::ENOTDIR => refuse(format!("{shown} is not a directory")),
-        e => AgentError::internal(&format!("opening {shown}"), e),
-    })
+    crate::safe_path::open_dir(dir, name, Some(mode), "path", Path::new(shown))
 }
 
 /// What is at `name` in `dir`, without following a symlink; `None` if nothing.
@@ -269,7 +245,7 @@ fn write_chunk(
     if req.offset == 0 {
         flags |= OFlag::O_TRUNC;
     }
-    let fd = open_at(dir, &partial, flags, 0o600).map_err(|e| match e {
+    let fd = crate::safe_path::open_at(dir, &partial, flags, 0o600).map_err(|e| match e {
         Errno::ELOOP | Errno::EXDEV => refuse(format!("{partial} is a symlink")),
         e => AgentError::internal(&format!("opening {partial}"), e),
     })?;

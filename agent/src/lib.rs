@@ -36,6 +36,7 @@ pub mod policy;
 pub mod process;
 pub mod reaper;
 pub mod rpc;
+pub mod safe_path;
 pub mod sandbox;
 pub mod secrets;
 pub mod server;

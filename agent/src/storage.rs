@@ -5,7 +5,6 @@
 //! containers and unmounted when its last user goes.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -167,7 +166,7 @@ impl Storages {
         }
         let mut done = Vec::new();
         for s in list {
-            match self.add_one(s, hotplug) {
+            match self.add_one(s, allowed_root, hotplug) {
                 Ok(mp) => done.push(mp),
                 Err(e) => {
                     self.release(&done);
@@ -178,35 +177,48 @@ impl Storages {
         Ok(done)
     }
 
-    fn add_one(&self, s: &Storage, hotplug: Duration) -> Result<PathBuf> {
+    fn add_one(&self, s: &Storage, allowed_root: &Path, hotplug: Duration) -> Result<PathBuf> {
         let mp = PathBuf::from(&s.mount_point);
         if let Some(e) = self.lock().get_mut(&mp) {
             e.users += 1;
             return Ok(mp);
         }
-        let mkdir = |p: &Path| {
-            std::fs::create_dir_all(p)
-                .map_err(|e| AgentError::internal(&format!("creating {}", p.display()), e))
-        };
+        // The mount point, host-named: created and opened through descriptors that
+        // never leave the agent's directory or follow a symlink; the chmod and the
+        // mount act on that descriptor, not on the path again.
+        let mkdir =
+            || crate::safe_path::open_dir_beneath(allowed_root, &mp, 0o755, "storages.mount_point");
         let (flags, data) = parse_options(&s.options);
         let data = (!data.is_empty()).then_some(data);
+        let mount_on = |source: &str, fstype: &str, what: &str| -> Result<()> {
+            let dir = mkdir()?;
+            mount(
+                Some(source),
+                &crate::safe_path::proc_fd_path(&dir),
+                Some(fstype),
+                flags,
+                data.as_deref(),
+            )
+            .map_err(|e| AgentError::internal(what, e))
+        };
         let mounted = match s.driver.as_str() {
             DRIVER_LOCAL => {
-                mkdir(&mp)?;
+                let dir = mkdir()?;
                 let mode = s
                     .options
                     .iter()
                     .find_map(|o| o.strip_prefix("mode="))
                     .and_then(|m| u32::from_str_radix(m, 8).ok())
                     .unwrap_or(0o777);
-                std::fs::set_permissions(&mp, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| AgentError::internal("chmod of a local storage", e))?;
+                nix::sys::stat::fchmod(
+                    std::os::fd::AsRawFd::as_raw_fd(&dir),
+                    nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
+                )
+                .map_err(|e| AgentError::internal("chmod of a local storage", e))?;
                 false
             }
             DRIVER_EPHEMERAL => {
-                mkdir(&mp)?;
-                mount(Some("tmpfs"), &mp, Some("tmpfs"), flags, data.as_deref())
-                    .map_err(|e| AgentError::internal("mounting an ephemeral storage", e))?;
+                mount_on("tmpfs", "tmpfs", "mounting an ephemeral storage")?;
                 true
             }
             DRIVER_BLK | DRIVER_VIRTIO_BLK => {
@@ -217,28 +229,13 @@ impl Storages {
                         "empty for a block device",
                     ));
                 }
-                mkdir(&mp)?;
-                mount(
-                    Some(&dev),
-                    &mp,
-                    Some(s.fstype.as_str()),
-                    flags,
-                    data.as_deref(),
-                )
-                .map_err(|e| AgentError::internal(&format!("mounting {}", dev.display()), e))?;
+                let dev_path = dev.display().to_string();
+                mount_on(&dev_path, &s.fstype, &format!("mounting {dev_path}"))?;
                 true
             }
             _ => {
                 // virtio-fs
-                mkdir(&mp)?;
-                mount(
-                    Some(s.source.as_str()),
-                    &mp,
-                    Some("virtiofs"),
-                    flags,
-                    data.as_deref(),
-                )
-                .map_err(|e| AgentError::internal("mounting a virtio-fs share", e))?;
+                mount_on(&s.source, "virtiofs", "mounting a virtio-fs share")?;
                 true
             }
         };
@@ -262,7 +259,8 @@ impl Storages {
             };
             if let Some(e) = gone {
                 if e.mounted {
-                    if let Err(err) = umount2(mp, MntFlags::MNT_DETACH) {
+                    if let Err(err) = umount2(mp, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+                    {
                         tracing::warn!(mount_point = %mp.display(), error = %err, "unmounting a storage");
                     }
                 }
@@ -283,6 +281,7 @@ impl Storages {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn storage(driver: &str, mp: &Path) -> Storage {
         Storage {
@@ -305,6 +304,31 @@ mod tests {
         assert!(mp.is_dir());
         s.release(&b);
         assert!(!mp.exists());
+    }
+
+    /// A symlink on the way to a mount point (planted by the host through some other
+    /// request) is refused: no chmod 0777 or tmpfs lands on the directory it names.
+    #[test]
+    fn a_symlink_in_a_mount_point_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        let victim = dir.path().join("victim");
+        std::fs::create_dir_all(root.join("sandbox")).unwrap();
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("sandbox/evil")).unwrap();
+        let s = Storages::default();
+        for mp in [root.join("sandbox/evil"), root.join("sandbox/evil/vol")] {
+            let e = s
+                .add(&[storage(DRIVER_LOCAL, &mp)], &root, Duration::from_secs(1))
+                .unwrap_err();
+            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{mp:?}: {e}");
+            assert!(e.to_string().contains("symlink"), "{e}");
+        }
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+        assert!(s.all().is_empty());
     }
 
     #[test]
