@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use std::time::{Duration, Instant};
+
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -54,6 +56,8 @@ struct Queue {
     bytes: usize,
     /// Replaced by a new reader: the writer thread stops.
     closed: bool,
+    /// The writer thread has a line out of the queue, not yet written.
+    writing: bool,
 }
 
 /// One connected log reader. Logging only queues (never blocks on the host): a thread
@@ -62,6 +66,8 @@ struct Queue {
 struct Remote {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Signalled whenever the writer finished a line or stopped (for [`LogSink::flush`]).
+    written: Condvar,
     dropped: AtomicU64,
     /// False once a write failed (the reader went away): lines go to stdout again.
     alive: AtomicBool,
@@ -95,15 +101,38 @@ impl Remote {
             }
             if let Some(line) = q.lines.pop_front() {
                 q.bytes -= line.len();
+                q.writing = true;
                 return Some(line);
             }
             q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
+    fn done_writing(&self) {
+        self.lock().writing = false;
+        self.written.notify_all();
+    }
+
+    /// Waits until every queued line is written, or `deadline`.
+    fn flush(&self, deadline: Instant) {
+        let mut q = self.lock();
+        while (q.writing || !q.lines.is_empty()) && !q.closed && self.alive.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            q = self
+                .written
+                .wait_timeout(q, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+        self.written.notify_all();
         let _ = socket::shutdown(self.conn.as_raw_fd(), socket::Shutdown::Both);
     }
 
@@ -125,8 +154,10 @@ impl Remote {
                     break;
                 }
             }
+            self.done_writing();
         }
         self.alive.store(false, Ordering::SeqCst);
+        self.done_writing();
     }
 }
 
@@ -150,6 +181,7 @@ impl LogSink {
         let remote = Arc::new(Remote {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            written: Condvar::new(),
             dropped: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             conn: conn.try_clone()?,
@@ -167,6 +199,17 @@ impl LogSink {
             old.close();
         }
         Ok(())
+    }
+
+    /// Waits (at most `within`) until the lines logged so far reached the vsock reader:
+    /// call it before powering off, or the last lines may still be queued.
+    pub fn flush(&self, within: Duration) {
+        if let Some(remote) = self.current() {
+            let deadline = Instant::now()
+                .checked_add(within)
+                .unwrap_or_else(Instant::now);
+            remote.flush(deadline);
+        }
     }
 
     /// Lines dropped (not yet reported) because the reader did not keep up.
@@ -215,6 +258,17 @@ impl<'a> MakeWriter<'a> for LogSink {
     }
 }
 
+/// The sink [`init`] installed, for [`flush`].
+static INSTALLED: std::sync::OnceLock<LogSink> = std::sync::OnceLock::new();
+
+/// [`LogSink::flush`] of the installed sink: before powering off, so the last lines reach
+/// the vsock reader.
+pub fn flush(within: Duration) {
+    if let Some(sink) = INSTALLED.get() {
+        sink.flush(within);
+    }
+}
+
 /// Installs the global JSON subscriber at `level`, writing to stdout until
 /// [`serve_vsock`] hands lines to a host reader.
 pub fn init(level: LogLevel) -> LogSink {
@@ -230,6 +284,7 @@ pub fn init(level: LogLevel) -> LogSink {
         .finish();
     // Only fails if a subscriber is already set, which main() never does twice.
     let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = INSTALLED.set(sink.clone());
     sink
 }
 
@@ -305,7 +360,41 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixStream;
-    use std::time::{Duration, Instant};
+
+    #[test]
+    fn flush_waits_for_the_reader_and_is_bounded() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let sink = LogSink::default();
+        sink.attach(std::fs::File::from(OwnedFd::from(ours)))
+            .unwrap();
+        let line = format!("{{\"message\":\"{}\"}}\n", "y".repeat(1000));
+        for _ in 0..1000 {
+            sink.write_line(line.as_bytes()).unwrap();
+        }
+        // Nobody reads: flush gives up at its bound.
+        let start = Instant::now();
+        sink.flush(Duration::from_millis(200));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // A reader drains it: flush returns once everything was written.
+        let reader = std::thread::spawn(move || {
+            let mut n = 0;
+            for l in BufReader::new(theirs).lines() {
+                if l.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        });
+        sink.flush(Duration::from_secs(10));
+        let remote = sink.current().unwrap();
+        assert!(remote.lock().lines.is_empty() && !remote.lock().writing);
+        // Everything was written before flush returned: closing now loses nothing.
+        remote.close();
+        assert_eq!(reader.join().unwrap(), 1000);
+    }
 
     #[test]
     fn a_reader_that_never_reads_does_not_block_logging() {
