@@ -17,6 +17,7 @@ pub mod copy_file;
 pub mod create;
 pub mod devices;
 pub mod diagnostic;
+pub mod ephemeral;
 pub mod error;
 pub mod host_input;
 pub mod image;

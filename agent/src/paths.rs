@@ -85,6 +85,12 @@ impl Paths {
         self.run_dir.join("sandbox")
     }
 
+    /// `/run/kata-containers/sandbox/ephemeral` (`wire::EPHEMERAL_DIR`): the pod's
+    /// emptyDir tmpfs volumes, which UpdateEphemeralMounts may remount.
+    pub fn ephemeral_dir(&self) -> PathBuf {
+        self.sandbox_dir().join("ephemeral")
+    }
+
     /// libcontainer's state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.run_dir.join(".state")

@@ -243,3 +243,149 @@ fn volume_stats_and_online_ext4_resize_on_a_loop_device() {
     );
     drop(agent);
 }
+
+/// The agent in a private mount namespace with `<run>/sandbox/ephemeral/cache` (a 1 MiB
+/// tmpfs, as an emptyDir) and `<run>/shared/containers/share` mounted.
+fn agent_with_pod_mounts(dir: &Path, env: &[(&str, &str)]) -> (AgentProcess, String, PathBuf) {
+    let run = dir.join("run");
+    let sock = dir.join("agent.sock");
+    let addr = format!("unix://{}", sock.display());
+    let script = format!(
+        "mkdir -p {run}/sandbox/ephemeral/cache {run}/shared/containers/share \
+         && mount -t tmpfs -o size=1m tmpfs {run}/sandbox/ephemeral/cache \
+         && mount -t tmpfs tmpfs {run}/shared/containers/share && exec \"$0\"",
+        run = run.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .arg(AGENT)
+    .env("KATA_AGENT_SERVER_ADDR", &addr)
+    .env("COCOON_RUN_DIR", &run)
+    .env_remove("COCOON_POLICY_CONFIDENTIAL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (AgentProcess::start(cmd), addr, run)
+}
+
+/// The super options of the mount at `mp` in the agent's namespace.
+fn super_options(pid: u32, mp: &Path) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    text.lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("{} is not mounted: {text}", mp.display()))
+        .to_string()
+}
+
+#[test]
+fn update_ephemeral_mounts_resizes_the_pods_tmpfs_and_nothing_else() {
+    if !nix::unistd::Uid::effective().is_root() || !have("unshare") {
+        common::skip_or_fail("needs root and unshare (mount namespaces)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, addr, run) = agent_with_pod_mounts(dir.path(), &[]);
+    let pid = agent.child.id();
+    let cache = run.join("sandbox/ephemeral/cache");
+    assert!(super_options(pid, &cache).contains("size=1024k"));
+    let storage = |driver: &str, mp: &Path, fstype: &str, options: &[&str]| {
+        json!({"driver": driver, "source": fstype, "fstype": fstype,
+               "mount_point": mp.to_str().unwrap(), "options": options})
+    };
+    let update = |storages: Vec<Value>| {
+        call(
+            &addr,
+            "UpdateEphemeralMounts",
+            &json!({ "storages": storages }).to_string(),
+        )
+    };
+    // What the Go runtime sends after a memory hot-plug.
+    update(vec![storage(
+        "ephemeral",
+        &cache,
+        "tmpfs",
+        &["remount", "size=4M", "fsgid=2000"],
+    )])
+    .unwrap();
+    assert!(super_options(pid, &cache).contains("size=4096k"));
+    let line = agent.wait_for_line("UpdateEphemeralMounts", std::time::Duration::from_secs(10));
+    assert!(
+        line.contains("size=4M") && !line.contains("fsgid"),
+        "{line}"
+    );
+    // No options: only the directory.
+    let fresh = run.join("sandbox/ephemeral/fresh");
+    update(vec![storage("ephemeral", &fresh, "tmpfs", &[])]).unwrap();
+    assert!(PathBuf::from(format!("/proc/{pid}/root{}", fresh.display())).is_dir());
+
+    // Refused, and a valid storage in the same request is not applied either.
+    let valid = storage("ephemeral", &cache, "tmpfs", &["remount", "size=8M"]);
+    for (bad, text) in [
+        (
+            storage("local", &cache, "tmpfs", &["size=1M"]),
+            "Only ephemeral storage",
+        ),
+        (
+            storage("ephemeral", Path::new("/etc"), "tmpfs", &["size=1M"]),
+            "not below",
+        ),
+        (
+            storage(
+                "ephemeral",
+                &run.join("shared/containers/share"),
+                "tmpfs",
+                &["size=1M"],
+            ),
+            "not below",
+        ),
+        (
+            storage("ephemeral", &fresh, "ext4", &["size=1M"]),
+            "only a tmpfs",
+        ),
+    ] {
+        let err = update(vec![valid.clone(), bad]).unwrap_err();
+        assert!(
+            err.contains("INVALID_ARGUMENT") && err.contains(text),
+            "{err}"
+        );
+    }
+    assert!(super_options(pid, &cache).contains("size=4096k"));
+
+    // RemoveStaleVirtiofsShareMounts stats the mounts below the shared directory.
+    call(&addr, "RemoveStaleVirtiofsShareMounts", "{}").unwrap();
+    let line = agent.wait_for_line("stat succeeded", std::time::Duration::from_secs(10));
+    assert!(line.contains("shared/containers/share"), "{line}");
+}
+
+#[test]
+fn the_confidential_default_policy_refuses_update_ephemeral_mounts() {
+    if !nix::unistd::Uid::effective().is_root() || !have("unshare") {
+        common::skip_or_fail("needs root and unshare (mount namespaces)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, addr, run) =
+        agent_with_pod_mounts(dir.path(), &[("COCOON_POLICY_CONFIDENTIAL", "1")]);
+    let cache = run.join("sandbox/ephemeral/cache");
+    let err = call(
+        &addr,
+        "UpdateEphemeralMounts",
+        &json!({"storages": [{"driver": "ephemeral", "source": "tmpfs", "fstype": "tmpfs",
+            "mount_point": cache.to_str().unwrap(), "options": ["remount", "size=4M"]}]})
+        .to_string(),
+    )
+    .unwrap_err();
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    assert!(super_options(agent.child.id(), &cache).contains("size=1024k"));
+    // Allowed by the default (as genpolicy's), and harmless.
+    call(&addr, "RemoveStaleVirtiofsShareMounts", "{}").unwrap();
+}

@@ -31,6 +31,9 @@ pub const KATA_RUN_DIR: &str = "/run/kata-containers";
 /// Where the runtime copies a container's files with CopyFile when the VM has no shared
 /// filesystem; a container's rootfs goes to `<this>/<cid>/rootfs`.
 pub const SHARED_CONTAINERS_DIR: &str = "/run/kata-containers/shared/containers";
+/// The pod's emptyDir tmpfs volumes, which UpdateEphemeralMounts resizes (the Go
+/// runtime's `ephemeralPath()`, kata-containers `src/runtime/virtcontainers/kata_agent.go`).
+pub const EPHEMERAL_DIR: &str = "/run/kata-containers/sandbox/ephemeral";
 /// CopyFile chunk size the Go runtime uses.
 pub const COPY_FILE_CHUNK: usize = 1 << 20;
 

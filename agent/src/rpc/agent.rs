@@ -618,7 +618,12 @@ impl AgentService for AgentRpc {
         req: UpdateEphemeralMountsRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("UpdateEphemeralMounts"))
+        let root = self.sandbox.paths.ephemeral_dir();
+        let r = tokio::task::spawn_blocking(move || crate::ephemeral::update(&root, &req.storages))
+            .await
+            .map_err(|e| AgentError::internal("ephemeral mounts", e))
+            .and_then(|r| r);
+        empty(r)
     }
 
     async fn remove_stale_virtiofs_share_mounts(
@@ -627,7 +632,14 @@ impl AgentService for AgentRpc {
         req: RemoveStaleVirtiofsShareMountsRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("RemoveStaleVirtiofsShareMounts"))
+        let shared = self.sandbox.paths.shared_dir();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::ephemeral::stat_share_mounts(Path::new(crate::volume::MOUNTINFO), &shared)
+        })
+        .await
+        .map_err(|e| AgentError::internal("share mounts", e))
+        .and_then(|r| r);
+        empty(r.map(|_| ()))
     }
 
     async fn get_diagnostic_data(
