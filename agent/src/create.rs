@@ -113,6 +113,9 @@ impl Sandbox {
         let mount_points = self.add_storages(storages).await?;
         undo.push(Held::Storages(mount_points));
 
+        // bind sources in the agent's directory: no symlink on the way
+        crate::safe_path::check_bind_sources(&spec, &self.paths.run_dir)?;
+
         // devices
         if !devices.is_empty() {
             let timeout = self.hotplug_timeout;

@@ -106,6 +106,57 @@ pub fn open_dir_beneath(root: &Path, path: &Path, mode: u32, field: &str) -> Res
     Ok(dir)
 }
 
+/// Checks that `path` below `root` exists and resolves with no symlink on the way or
+/// at its end (nothing is created).
+pub fn check_beneath(root: &Path, path: &Path, field: &str) -> Result<()> {
+    let parts = below(root, path, field)?;
+    let Some((last, parents)) = parts.split_last() else {
+        return Ok(());
+    };
+    let mut dir: OwnedFd = File::open(root)
+        .map_err(|e| AgentError::internal(&format!("opening {}", root.display()), e))?
+        .into();
+    let mut shown = PathBuf::from(root);
+    for part in parents {
+        shown.push(part);
+        dir = open_dir(&dir, part, None, field, &shown)?;
+    }
+    shown.push(last);
+    let st = nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        *last,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| AgentError::invalid(field, format!("{}: {e}", shown.display())))?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(AgentError::invalid(
+            field,
+            format!("{} is a symlink", shown.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Bind mounts whose source is in the agent's directory (`run_dir`: the shared
+/// containers directory the host copies into, the pod's storages, bundles) must reach
+/// it without a symlink: a link there (in a host-supplied volume, say) would otherwise
+/// bind a guest directory of the host's choosing into the container. Sources
+/// elsewhere are the policy's business.
+pub fn check_bind_sources(spec: &oci_spec::runtime::Spec, run_dir: &Path) -> Result<()> {
+    for m in spec.mounts().iter().flatten() {
+        let is_bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        let Some(source) = m.source() else { continue };
+        if is_bind && source.starts_with(run_dir) {
+            check_beneath(run_dir, source, "mounts.source")?;
+        }
+    }
+    Ok(())
+}
+
 /// The `/proc/self/fd/N` path of `fd`: the kernel resolves it to exactly that directory
 /// (a mount onto it cannot be redirected by a symlink swapped in later).
 pub fn proc_fd_path(fd: &OwnedFd) -> PathBuf {
@@ -136,5 +187,40 @@ mod tests {
             assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{bad:?}: {e}");
         }
         assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn bind_sources_in_the_run_dir_have_no_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("shared/vol")).unwrap();
+        std::fs::write(run.join("shared/hosts"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", run.join("shared/etc")).unwrap();
+        std::os::unix::fs::symlink("vol", run.join("shared/inside")).unwrap();
+        let spec = |source: &Path| -> oci_spec::runtime::Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "mounts": [{"destination": "/x", "source": source, "type": "bind",
+                            "options": ["rbind"]}]
+            }))
+            .unwrap()
+        };
+        for ok in [
+            run.join("shared/vol"),
+            run.join("shared/hosts"),
+            PathBuf::from("/proc"),
+        ] {
+            check_bind_sources(&spec(&ok), &run).unwrap();
+        }
+        for bad in [
+            run.join("shared/etc"),
+            run.join("shared/etc/passwd"),
+            run.join("shared/inside"),
+            run.join("shared/missing"),
+        ] {
+            let e = check_bind_sources(&spec(&bad), &run).unwrap_err();
+            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{bad:?}: {e}");
+            assert!(e.to_string().contains("mounts.source"), "{e}");
+        }
     }
 }
