@@ -21,7 +21,6 @@ use crate::error::{AgentError, Result};
 use crate::mounts::{bind_mount, remove_bundle};
 use crate::namespaces::SharedNamespaces;
 use crate::paths::Paths;
-use crate::pidfd::PidFd;
 use crate::process::{AgentStdio, Process};
 use crate::reaper::Reaper;
 use crate::streams::{receive_fd, set_winsize, StdioPipes};
@@ -329,6 +328,7 @@ impl Container {
         std::fs::create_dir_all(&state_dir).map_err(|e| AgentError::internal("state dir", e))?;
         let id = p.id.clone();
         let b = bundle.clone();
+        let held = reaper.clone();
         let (pidfd, launch) = blocking(reaper, move || {
             let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&state_dir)
@@ -357,7 +357,7 @@ impl Container {
                 .ok_or_else(|| AgentError::Internal("created container has no pid".into()))?;
             // The reaper is held off: the init cannot have been reaped, so the pidfd is
             // of our process.
-            match PidFd::open(pid.as_raw()) {
+            match held.adopt(pid.as_raw()) {
                 Ok(pidfd) => Ok((pidfd, launch)),
                 Err(e) => {
                     let mut container = container;
@@ -488,6 +488,7 @@ impl Container {
         let id = self.id.clone();
         let state_dir = self.state_dir.clone();
         let f = file.clone();
+        let held = reaper.clone();
         let built = blocking(reaper, move || {
             let builder = ContainerBuilder::new(id, SyscallType::default())
                 .with_root_path(&state_dir)
@@ -501,7 +502,8 @@ impl Container {
                 .map_err(|e| AgentError::FailedPrecondition(format!("exec: {e}")))?;
             // Reaper held off: the process cannot have been reaped yet. (Should this
             // fail, the process stays in the container's cgroup, killed with it.)
-            let pidfd = PidFd::open(pid.as_raw())
+            let pidfd = held
+                .adopt(pid.as_raw())
                 .map_err(|e| AgentError::internal("pidfd_open of the exec", e))?;
             Ok((pidfd, launch))
         })

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{AgentError, Result};
-use crate::pidfd::PidFd;
 use crate::reaper::Reaper;
 
 /// Where upstream looks (`src/agent/src/rpc.rs` `USR_IPTABLES_SAVE`, `IPTABLES_SAVE`, ...).
@@ -61,7 +60,10 @@ pub(crate) async fn run(
             .map_err(|e| AgentError::internal(&format!("running {what}"), e))?;
         let pidfd = i32::try_from(child.id())
             .map_err(|e| AgentError::internal("pid", e))
-            .and_then(|pid| PidFd::open(pid).map_err(|e| AgentError::internal("pidfd_open", e)));
+            .and_then(|pid| {
+                held.adopt(pid)
+                    .map_err(|e| AgentError::internal("pidfd_open", e))
+            });
         match pidfd {
             Ok(pidfd) => Ok((child, pidfd)),
             Err(e) => {

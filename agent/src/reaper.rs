@@ -80,6 +80,23 @@ impl Reaper {
         rx
     }
 
+    /// A pidfd for `pid`, a child just started, and any exit status remembered for an
+    /// earlier process that had the same pid dropped (it would otherwise be handed to
+    /// this process's [`watch`](Self::watch), reporting it dead while it runs). Call it
+    /// with [`exclusive`](Self::exclusive) held, so `pid` cannot have been reaped yet.
+    pub fn adopt(&self, pid: i32) -> nix::Result<crate::pidfd::PidFd> {
+        let pidfd = crate::pidfd::PidFd::open(pid)?;
+        let mut state = self.lock_state();
+        if state.unclaimed.remove(&pid).is_some() {
+            state.unclaimed_order.retain(|p| *p != pid);
+            tracing::debug!(
+                pid,
+                "dropped a stale exit status of an earlier holder of the pid"
+            );
+        }
+        Ok(pidfd)
+    }
+
     /// Holds off the reaper while the caller waits for a specific child itself.
     pub fn exclusive(&self) -> MutexGuard<'_, ()> {
         self.exclusive
@@ -125,5 +142,31 @@ impl Reaper {
         }
         state.unclaimed.insert(pid, code);
         state.unclaimed_order.push_back(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// An orphan with pid P exited and nobody claimed its status; later a process the
+    /// agent starts gets P. Its watch must wait for its own exit, not get the old status.
+    #[test]
+    fn a_stale_status_of_the_pid_is_not_the_new_process_s() {
+        let reaper = Reaper::default();
+        let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        reaper.deliver(pid, 42); // the earlier holder of the pid
+        let pidfd = {
+            let _x = reaper.exclusive();
+            reaper.adopt(pid).unwrap()
+        };
+        let mut status = reaper.watch(pid);
+        assert!(status.try_recv().is_err(), "the stale status was delivered");
+        pidfd.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        reaper.deliver(pid, 128 + 9);
+        assert_eq!(status.try_recv().unwrap(), 128 + 9);
     }
 }
