@@ -43,6 +43,7 @@ pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod streams;
+pub mod swap;
 pub mod users;
 pub mod volume;
 

@@ -763,7 +763,12 @@ impl AgentService for AgentRpc {
 
     async fn add_swap(&self, _ctx: &TtrpcContext, req: AddSwapRequest) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("AddSwap"))
+        let hotplug = self.sandbox.hotplug_timeout;
+        let r = tokio::task::spawn_blocking(move || crate::swap::add_swap(&req.PCIPath, hotplug))
+            .await
+            .map_err(|e| AgentError::internal("swap", e))
+            .and_then(|r| r);
+        empty(r)
     }
 
     async fn add_swap_path(
@@ -772,7 +777,11 @@ impl AgentService for AgentRpc {
         req: AddSwapPathRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("AddSwapPath"))
+        let r = tokio::task::spawn_blocking(move || crate::swap::add_swap_path(&req.path))
+            .await
+            .map_err(|e| AgentError::internal("swap", e))
+            .and_then(|r| r);
+        empty(r)
     }
 
     async fn get_volume_stats(
