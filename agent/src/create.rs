@@ -26,6 +26,8 @@ pub struct CreateRequest {
     pub storages: Vec<Storage>,
     pub devices: Vec<Device>,
     pub sandbox_pidns: bool,
+    /// The user by name (uid/gid strings), resolved in the container's rootfs.
+    pub string_user: Option<cocoon_protocols::agent::StringUser>,
 }
 
 impl CreateRequest {
@@ -46,6 +48,7 @@ impl CreateRequest {
             storages: req.storages,
             devices: req.devices,
             sandbox_pidns: req.sandbox_pidns,
+            string_user: req.string_user.into_option(),
         })
     }
 }
@@ -84,6 +87,7 @@ impl Sandbox {
             storages,
             devices,
             sandbox_pidns,
+            string_user,
         } = req;
         let _life = self.lifecycle.lock().await;
 
@@ -115,6 +119,9 @@ impl Sandbox {
 
         // bind sources in the agent's directory: no symlink on the way
         crate::safe_path::check_bind_sources(&spec, &self.paths.run_dir)?;
+
+        // users by name, in the container's own /etc/passwd and /etc/group
+        crate::users::apply_names(&mut spec, &bundle, string_user.as_ref())?;
 
         // devices
         if !devices.is_empty() {

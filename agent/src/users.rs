@@ -91,6 +91,110 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
+/// The groups of `/etc/group` in `rootfs` that list `name` as a member (runc adds them
+/// as supplementary groups of a user given by name).
+fn member_groups(rootfs: &Path, name: &str) -> Result<Vec<u32>> {
+    let file = match open_in_root(rootfs, "/etc/group") {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AgentError::internal("reading the image's /etc/group", e)),
+    };
+    let mut out = Vec::new();
+    for line in BufReader::new(file.take(MAX_DB_SIZE)).lines() {
+        let line = line.map_err(|e| AgentError::internal("reading /etc/group", e))?;
+        let f: Vec<&str> = line.split(':').collect();
+        let (Some(gid), Some(members)) = (f.get(2).and_then(|g| g.parse().ok()), f.get(3)) else {
+            continue;
+        };
+        if members.split(',').any(|m| m.trim() == name) {
+            out.push(gid);
+        }
+    }
+    Ok(out)
+}
+
+/// Users given by name in a CreateContainer: the spec's `process.user.username` and
+/// the request's `string_user` (uid and gid as names or numbers, additional groups),
+/// resolved against the container's own `/etc/passwd` and `/etc/group` (opened inside
+/// its rootfs). A name sets uid, gid and — as runc does — the groups that list the
+/// user; an unknown name is an error, never root.
+pub fn apply_names(
+    spec: &mut oci_spec::runtime::Spec,
+    bundle: &Path,
+    string_user: Option<&cocoon_protocols::agent::StringUser>,
+) -> Result<()> {
+    let username = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.user().username().clone())
+        .filter(|u| !u.is_empty());
+    let string_user = string_user.filter(|s| !s.uid.is_empty());
+    if username.is_none() && string_user.is_none() {
+        return Ok(());
+    }
+    let rootfs = match spec.root().as_ref().map(|r| r.path().clone()) {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => bundle.join(p),
+        None => bundle.join("rootfs"),
+    };
+    let Some(mut process) = spec.process().clone() else {
+        return Ok(());
+    };
+    let mut user = process.user().clone();
+    let (name, spec_form) = match (string_user, &username) {
+        (Some(s), _) => (
+            if s.gid.is_empty() {
+                s.uid.clone()
+            } else {
+                format!("{}:{}", s.uid, s.gid)
+            },
+            false,
+        ),
+        (None, Some(u)) => (u.clone(), true),
+        (None, None) => return Ok(()),
+    };
+    let (uid, gid) = resolve(&rootfs, &name).map_err(|e| {
+        let field = if spec_form {
+            "OCI.Process.User.Username"
+        } else {
+            "string_user"
+        };
+        AgentError::invalid(field, e.to_string())
+    })?;
+    let mut extra: Vec<u32> = user.additional_gids().clone().unwrap_or_default();
+    let login = name.split(':').next().unwrap_or(&name);
+    if login.parse::<u32>().is_err() {
+        extra.extend(member_groups(&rootfs, login)?);
+    }
+    if let Some(s) = string_user {
+        for g in &s.additionalGids {
+            let gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => entries(&rootfs, "/etc/group")?
+                    .iter()
+                    .find(|e| e.0 == *g)
+                    .map(|e| e.1)
+                    .ok_or_else(|| {
+                        AgentError::invalid(
+                            "string_user.additionalGids",
+                            format!("no group {g:?} in the container's /etc/group"),
+                        )
+                    })?,
+            };
+            extra.push(gid);
+        }
+    }
+    extra.sort_unstable();
+    extra.dedup();
+    extra.retain(|g| *g != gid);
+    user.set_uid(uid);
+    user.set_gid(gid);
+    user.set_additional_gids((!extra.is_empty()).then_some(extra));
+    process.set_user(user);
+    spec.set_process(Some(process));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +232,76 @@ mod tests {
         std::fs::remove_file(etc.join("passwd")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("passwd"), etc.join("passwd")).unwrap();
         assert!(r("evil").is_err());
+    }
+
+    fn spec_with(user: serde_json::Value) -> oci_spec::runtime::Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": ["sh"], "user": user}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn spec_usernames_and_string_users() {
+        let bundle = tempfile::tempdir().unwrap();
+        let etc = bundle.path().join("rootfs/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "app:x:1000:1001::/app:/bin/sh
+",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "app:x:1001:
+wheel:x:10:root,app
+audio:x:29:app
+other:x:30:bob
+",
+        )
+        .unwrap();
+        let user = |s: &oci_spec::runtime::Spec| s.process().as_ref().unwrap().user().clone();
+
+        let mut spec = spec_with(serde_json::json!({"uid": 0, "gid": 0, "username": "app"}));
+        apply_names(&mut spec, bundle.path(), None).unwrap();
+        let u = user(&spec);
+        assert_eq!((u.uid(), u.gid()), (1000, 1001));
+        assert_eq!(u.additional_gids().clone().unwrap(), vec![10, 29]);
+
+        let mut spec = spec_with(serde_json::json!({"uid": 0, "gid": 0}));
+        let su = cocoon_protocols::agent::StringUser {
+            uid: "app".into(),
+            gid: "wheel".into(),
+            additionalGids: vec!["audio".into(), "7".into()],
+            ..Default::default()
+        };
+        apply_names(&mut spec, bundle.path(), Some(&su)).unwrap();
+        let u = user(&spec);
+        assert_eq!((u.uid(), u.gid()), (1000, 10));
+        assert_eq!(u.additional_gids().clone().unwrap(), vec![7, 29]);
+
+        // Unknown: a clear error, never root.
+        let mut spec = spec_with(serde_json::json!({"uid": 0, "gid": 0, "username": "ghost"}));
+        let e = apply_names(&mut spec, bundle.path(), None).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(
+            e.to_string().contains("Username") && e.to_string().contains("ghost"),
+            "{e}"
+        );
+        let bad = cocoon_protocols::agent::StringUser {
+            uid: "app".into(),
+            additionalGids: vec!["nogroup".into()],
+            ..Default::default()
+        };
+        let mut spec = spec_with(serde_json::json!({"uid": 0, "gid": 0}));
+        let e = apply_names(&mut spec, bundle.path(), Some(&bad)).unwrap_err();
+        assert!(e.to_string().contains("nogroup"), "{e}");
+
+        // No name anywhere: the numeric user stays as it is.
+        let mut spec = spec_with(serde_json::json!({"uid": 5, "gid": 6}));
+        apply_names(&mut spec, bundle.path(), None).unwrap();
+        assert_eq!((user(&spec).uid(), user(&spec).gid()), (5, 6));
     }
 }

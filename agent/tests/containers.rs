@@ -268,6 +268,66 @@ fn two_containers_share_the_pods_uts_and_ipc() {
     );
 }
 
+/// `User.Username` (and `string_user`) resolved in the container's own /etc/passwd and
+/// /etc/group, with the groups that list the user, as runc does; unknown is refused.
+#[test]
+fn users_by_name_come_from_the_container_rootfs() {
+    require_pod!();
+    let pod = Pod::new();
+    std::fs::write(
+        pod.rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pod.rootfs.join("etc/group"),
+        "root:x:0:\napp:x:1001:\nwheel:x:10:app\n",
+    )
+    .unwrap();
+    let mut spec = pod.spec(&["sh", "-c", "id -u; id -g; id -G"]);
+    spec["Process"]["User"] = json!({"UID": 0, "GID": 0, "Username": "app"});
+    pod.create("named", spec);
+    pod.ok("StartContainer", json!({"container_id": "named"}));
+    let out = pod.read_all("named", "named", false);
+    assert_eq!(pod.wait("named", "named"), 0);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1001", "1001", "10"],
+        "{out}"
+    );
+
+    let mut spec = pod.spec(&["true"]);
+    spec["Process"]["User"] = json!({"UID": 0, "GID": 0, "Username": "ghost"});
+    let err = pod
+        .call(
+            "CreateContainer",
+            json!({"container_id": "ghost", "exec_id": "ghost", "OCI": spec}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("ghost"),
+        "{err}"
+    );
+    let err = pod
+        .call("StartContainer", json!({"container_id": "ghost"}))
+        .unwrap_err();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+
+    let spec = pod.spec(&["sh", "-c", "id -u; id -g"]);
+    pod.ok(
+        "CreateContainer",
+        json!({"container_id": "su", "exec_id": "su", "OCI": spec,
+               "string_user": {"uid": "app", "gid": "wheel"}}),
+    );
+    pod.ok("StartContainer", json!({"container_id": "su"}));
+    let out = pod.read_all("su", "su", false);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "10"],
+        "{out}"
+    );
+}
+
 #[test]
 fn copy_file_happy_path_and_escapes() {
     require_pod!();
