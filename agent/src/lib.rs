@@ -27,6 +27,7 @@ pub mod iptables;
 pub mod kbs;
 pub mod logging;
 pub mod mem_agent;
+pub mod metrics;
 pub mod mounts;
 pub mod namespaces;
 pub mod network;

@@ -587,8 +587,14 @@ impl AgentService for AgentRpc {
         req: GetMetricsRequest,
     ) -> ttrpc::Result<Metrics> {
         self.policy.check(&req)?;
+        let kbs = self.kbs.metrics();
+        let metrics = tokio::task::spawn_blocking(move || {
+            crate::metrics::render(&crate::metrics::Sources::default(), &kbs)
+        })
+        .await
+        .map_err(|e| AgentError::internal("metrics", e))?;
         Ok(Metrics {
-            metrics: self.kbs.metrics(),
+            metrics,
             ..Default::default()
         })
     }
