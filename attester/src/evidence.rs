@@ -46,10 +46,12 @@ impl InitdataBinding {
 
 /// `bytes` zero-padded (or cut) to `width`.
 pub fn pad(bytes: &[u8], width: usize) -> Vec<u8> {
-    let mut out = vec![0u8; width];
-    let n = bytes.len().min(width);
-    out[..n].copy_from_slice(&bytes[..n]);
-    out
+    bytes
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(0))
+        .take(width)
+        .collect()
 }
 
 /// Report data zero-padded to 64 bytes; more than 64 is an error.
@@ -60,7 +62,9 @@ pub fn pad_report_data(report_data: &[u8]) -> Result<[u8; abi::REPORT_DATA_LEN],
         });
     }
     let mut out = [0u8; abi::REPORT_DATA_LEN];
-    out[..report_data.len()].copy_from_slice(report_data);
+    for (o, b) in out.iter_mut().zip(report_data) {
+        *o = *b;
+    }
     Ok(out)
 }
 

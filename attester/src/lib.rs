@@ -41,6 +41,12 @@
 //!
 //! All I/O is blocking; call it from a blocking thread in async code.
 
+// Guest code: a panic here takes the agent (PID 1) and the VM down. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 pub mod abi;
 pub mod error;
 pub mod evidence;

@@ -32,6 +32,12 @@
 //! # }
 //! ```
 
+// Guest code: a panic here takes the agent (PID 1) and the VM down. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 pub mod binding;
 pub mod error;
 pub mod jwe;

@@ -510,7 +510,10 @@ fn resource(api: &RestApi, rest: &str) -> Reply {
             }
         }
     }
-    let path = match ResourcePath::new(&decoded[0], &decoded[1], &decoded[2]) {
+    let [repo, kind, tag] = decoded.as_slice() else {
+        return Reply::text(400, format!("invalid resource path; {SHAPE}"));
+    };
+    let path = match ResourcePath::new(repo, kind, tag) {
         Ok(p) => p,
         Err(Error::BadResourceUri { reason, .. }) => {
             return Reply::text(400, format!("invalid resource path: {reason}"))

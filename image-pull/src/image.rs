@@ -319,9 +319,13 @@ impl ImagePuller {
         });
         let limit = Arc::new(Semaphore::new(self.options.max_concurrent_layers.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (desc, diff_id)) in descs.into_iter().zip(config.rootfs.diff_ids).enumerate() {
+        let layers = descs
+            .into_iter()
+            .zip(config.rootfs.diff_ids)
+            .zip(dirs.iter());
+        for (i, ((desc, diff_id), dir)) in layers.enumerate() {
             let cell = self.store.cell(&diff_id);
-            let dir = dirs[i].clone();
+            let dir = dir.clone();
             let (job, limit) = (job.clone(), limit.clone());
             tasks.spawn(async move {
                 let result = cell
@@ -508,7 +512,9 @@ impl Read for ChannelReader {
             }
         }
         let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), self.current.get(..n)) {
+            dst.copy_from_slice(src);
+        }
         self.current.advance(n);
         Ok(n)
     }

@@ -7,6 +7,12 @@
 //! registry client is [`registry`]: oci-client behind the [`registry::Registry`] trait;
 //! [`image`] pulls whole images, layers in parallel, into a store keyed by `diff_id`.)
 
+// Guest code: a panic here takes the agent (PID 1) and the VM down. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
 mod error;
 pub mod image;
 mod keys;

@@ -134,13 +134,32 @@ impl<R: Read> HashReader<R> {
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let read = filled(buf, n)?;
         match &mut self.hasher {
-            Hasher::Sha256(h) => h.update(&buf[..n]),
-            Hasher::Sha512(h) => h.update(&buf[..n]),
+            Hasher::Sha256(h) => h.update(read),
+            Hasher::Sha512(h) => h.update(read),
         }
         self.count += n as u64;
         Ok(n)
     }
+}
+
+/// The first `n` bytes of `buf`, which a reader said it filled: an error, not a panic,
+/// should a reader claim more than the buffer holds.
+fn filled(buf: &[u8], n: usize) -> io::Result<&[u8]> {
+    buf.get(..n).ok_or_else(|| {
+        io::Error::other(format!(
+            "a reader returned {n} bytes for a buffer of {}",
+            buf.len()
+        ))
+    })
+}
+
+fn filled_mut(buf: &mut [u8], n: usize) -> io::Result<&mut [u8]> {
+    let len = buf.len();
+    buf.get_mut(..n).ok_or_else(|| {
+        io::Error::other(format!("a reader returned {n} bytes for a buffer of {len}"))
+    })
 }
 
 /// Refuses to read past the descriptor's size.
@@ -159,8 +178,9 @@ impl<R: Read> Read for Limited<R> {
         // Ask for one byte more than is left, to notice a longer blob.
         let left = self.size - self.read.min(self.size) + 1;
         let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let window = filled_mut(buf, max)?;
         let n = loop {
-            match self.inner.read(&mut buf[..max]) {
+            match self.inner.read(window) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io::Error::other(Carried(Failure::Read(e)))),
                 Ok(n) => break n,
@@ -222,10 +242,11 @@ impl<R: Read> Read for Decrypt<R> {
             }
             return Ok(0);
         }
+        let read = filled_mut(buf, n)?;
         if let Some(mac) = &mut self.mac {
-            mac.update(&buf[..n]);
+            mac.update(read);
         }
-        self.ctr.apply_keystream(&mut buf[..n]);
+        self.ctr.apply_keystream(read);
         Ok(n)
     }
 }
@@ -462,4 +483,29 @@ fn run(
         tar_bytes,
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that claims more bytes than the buffer holds.
+    struct Liar;
+
+    impl Read for Liar {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+
+    #[test]
+    fn a_reader_claiming_more_than_the_buffer_is_an_error_not_a_panic() {
+        let mut buf = [0u8; 8];
+        assert_eq!(filled(&buf, 8).unwrap().len(), 8);
+        assert!(filled(&buf, 9).is_err());
+        assert!(filled_mut(&mut buf, 9).is_err());
+        let want = Want::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        let mut r = HashReader::new(Liar, &want);
+        assert!(r.read(&mut buf).is_err());
+    }
 }

@@ -47,8 +47,8 @@ pub fn detect(bytes: &[u8]) -> Result<Parsed, Error> {
             return Ok(Parsed::TdReport(Box::new(r)));
         }
     }
-    if bytes.len() >= abi::TDX_QUOTE_HEADER_LEN {
-        let version = u16::from_le_bytes([bytes[0], bytes[1]]);
+    if let (true, &[v0, v1, ..]) = (bytes.len() >= abi::TDX_QUOTE_HEADER_LEN, bytes) {
+        let version = u16::from_le_bytes([v0, v1]);
         if version == 4 || version == 5 {
             return TdQuote::from_bytes(bytes).map(|q| Parsed::TdQuote(Box::new(q)));
         }

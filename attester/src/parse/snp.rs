@@ -246,17 +246,17 @@ impl SnpReport {
     /// The signature as big-endian `r ‖ s` (48 + 48 bytes), as P-384 expects.
     pub fn signature_be(&self) -> Result<[u8; 96], Error> {
         let mut out = [0u8; 96];
-        for (half, src) in [&self.signature_r, &self.signature_s]
-            .into_iter()
-            .enumerate()
+        for (dst, src) in out
+            .chunks_exact_mut(48)
+            .zip([&self.signature_r, &self.signature_s])
         {
             if src[48..].iter().any(|b| *b != 0) {
                 return Err(Error::Signature {
                     detail: "signature component wider than 48 bytes".into(),
                 });
             }
-            for (i, b) in src[..48].iter().rev().enumerate() {
-                out[half * 48 + i] = *b;
+            for (d, b) in dst.iter_mut().zip(src[..48].iter().rev()) {
+                *d = *b;
             }
         }
         Ok(out)
@@ -283,10 +283,14 @@ pub fn verify_report_signature(report: &[u8], vek_der: &[u8]) -> Result<(), Erro
             detail: format!("malformed signature: {e}"),
         }
     })?;
-    key.verify(&report[..abi::SNP_REPORT_SIGNED_LEN], &sig)
-        .map_err(|_| Error::Signature {
-            detail: "the report signature does not verify with this certificate".into(),
-        })
+    let signed = report
+        .get(..abi::SNP_REPORT_SIGNED_LEN)
+        .ok_or_else(|| Error::Signature {
+            detail: "the report is shorter than its signed part".into(),
+        })?;
+    key.verify(signed, &sig).map_err(|_| Error::Signature {
+        detail: "the report signature does not verify with this certificate".into(),
+    })
 }
 
 fn hex_line(f: &mut fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> fmt::Result {

@@ -80,7 +80,10 @@ pub fn build_cert_table(entries: &[CertTableEntry]) -> Result<Vec<u8>, Error> {
             length: U32::new(length),
         };
         let at = i * abi::SNP_CERT_TABLE_ENTRY_LEN;
-        table[at..at + abi::SNP_CERT_TABLE_ENTRY_LEN].copy_from_slice(raw.as_bytes());
+        table
+            .get_mut(at..at + abi::SNP_CERT_TABLE_ENTRY_LEN)
+            .ok_or_else(|| bad("table header shorter than its entries".into()))?
+            .copy_from_slice(raw.as_bytes());
         data.extend_from_slice(&entry.data);
     }
     table.extend_from_slice(&data);

@@ -303,5 +303,12 @@ pub fn report_from_response(resp: &SnpReportResp) -> Result<Vec<u8>, Error> {
             detail: format!("report size is {size}, expected {}", abi::SNP_REPORT_LEN),
         });
     }
-    Ok(body[..size].to_vec())
+    body.get(..size)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::SnpBadResponse {
+            detail: format!(
+                "report size is {size}, but the response has {} bytes",
+                body.len()
+            ),
+        })
 }
