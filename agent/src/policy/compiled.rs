@@ -8,8 +8,10 @@
 //! `true` ([`without_prints`]). In Rego a `print` statement always succeeds and binds
 //! nothing: only an error while evaluating one of its arguments could change the
 //! outcome, so only prints whose arguments cannot fail are dropped (literals, variables
-//! and references into them or `input`); a policy with any other print gets no compiled
-//! copy and is evaluated by the interpreter alone.
+//! and references into them or `input`, constant rules, builtin calls on such arguments:
+//! a builtin's error is an undefined value, not a failure, with `strict_builtin_errors`
+//! off); a policy with any other print gets no compiled copy and is evaluated by the
+//! interpreter alone.
 //!
 //! The interpreter stays the reference: the compiled copy only ever answers "allowed";
 //! anything else it says (denied, undefined, an error, a limit) sends the request to the
@@ -364,9 +366,9 @@ impl Walk<'_> {
     }
 
     /// An argument whose evaluation cannot fail: a literal, a variable (a local, `input`,
-    /// or a rule in `constants`), or a reference into one with such indexes. Rules and
-    /// functions (which could fail: conflicting values) and `data` (which reaches them)
-    /// are not.
+    /// or a rule in `constants`), a reference into one with such indexes, an array or
+    /// set of such, a builtin call on such. Rules and functions (which could fail:
+    /// conflicting values) and `data` (which reaches them) are not.
     fn harmless(&self, e: &Expr) -> bool {
         match e {
             Expr::String { .. }
@@ -383,10 +385,42 @@ impl Walk<'_> {
                 }
                 Err(_) => false,
             },
+            Expr::Array { items, .. } | Expr::Set { items, .. } => {
+                items.iter().all(|i| self.harmless(i))
+            }
             Expr::RefDot { refr, .. } => self.harmless(refr),
             Expr::RefBrack { refr, index, .. } => self.harmless(refr) && self.harmless(index),
+            // A builtin's error makes its value undefined (the policy is evaluated with
+            // `strict_builtin_errors` off, see `configure`), which print shows as such.
+            Expr::Call { fcn, params, .. } => {
+                self.builtin(fcn) && params.iter().all(|p| self.harmless(p))
+            }
             _ => false,
         }
+    }
+
+    /// `fcn` names one of regorus' builtins (`concat`, `array.concat`) that the policy
+    /// does not shadow.
+    fn builtin(&self, fcn: &Expr) -> bool {
+        let Some(path) = dotted(fcn) else {
+            return false;
+        };
+        let root = path.split('.').next().unwrap_or_default();
+        !self.rules.contains(root)
+            && root != "print"
+            && regorus::unstable::BUILTINS.contains_key(path.as_str())
+    }
+}
+
+/// `a.b.c` of a reference made of a variable and fields.
+fn dotted(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Var { value, .. } => value.as_string().ok().map(|s| s.to_string()),
+        Expr::RefDot { refr, field, .. } => {
+            let field = field.1.as_string().ok()?;
+            Some(format!("{}.{}", dotted(refr)?, field.as_ref()))
+        }
+        _ => None,
     }
 }
 

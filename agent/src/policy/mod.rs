@@ -12,6 +12,9 @@
 //!   <prints>"`. Anything that goes wrong while evaluating is a denial too, never an allow
 //!   (unless the policy itself sets upstream's debugging switch
 //!   `AllowRequestsFailingPolicy`).
+//! - A request the policy allows is answered by its compiled copy when it has one
+//!   (regorus' bytecode VM, the `print` statements dropped: `compiled.rs`); the
+//!   interpreter decides everything else, and so explains every denial.
 //! - `SetPolicy` is checked by the current policy, and the new one replaces it only once
 //!   it has loaded: atomically, under the same lock, so no request sees a half-set policy.
 //!

@@ -917,10 +917,19 @@ fn prints_that_could_fail_keep_the_interpreter_alone() {
         .unwrap_err();
     assert!(e.reason.contains("x = 2"), "{e}");
     for (text, why) in [
-        // A call, a rule that is not a constant, `data`: each could fail.
+        // A call of the policy's own function (also one shadowing a builtin), a rule
+        // that is not a constant, `data`: each could fail.
         (
-            "CreateContainerRequest if {\n    print(count(input.a))\n}\n",
+            "CreateContainerRequest if {\n    print(f(1))\n}\nf(x) := y if y := x\n",
             "call",
+        ),
+        (
+            "CreateContainerRequest if {\n    print(count(f(1)))\n}\nf(x) := x\n",
+            "nested call",
+        ),
+        (
+            "CreateContainerRequest if {\n    print(count(input.a))\n}\ncount(x) := 1\n",
+            "shadowed",
         ),
         (
             "CreateContainerRequest if {\n    print(r)\n}\nr := input.x if input.y\n",
@@ -944,6 +953,16 @@ fn prints_that_could_fail_keep_the_interpreter_alone() {
         let p = Policy::from_rego("p", &format!("package agent_policy\n\n{text}")).unwrap();
         assert!(!p.is_compiled(), "{why}");
     }
+    // Builtins on harmless arguments are harmless (an error is undefined).
+    let text = "package agent_policy\n\nCreateContainerRequest if {\n    print(count(input.a), array.concat([1], input.b), concat(\",\", input.c))\n    input.ok\n}\n";
+    let p = Policy::from_rego("p", text).unwrap();
+    assert!(p.is_compiled());
+    p.check_input("CreateContainerRequest", json!({"a": 1, "ok": true}))
+        .unwrap();
+    let e = p
+        .check_input("CreateContainerRequest", json!({"a": [1, 2], "ok": false}))
+        .unwrap_err();
+    assert!(e.reason.contains("2 <undefined> <undefined>"), "{e}");
     // A constant rule may be printed.
     let text = "package agent_policy\n\nCreateContainerRequest if {\n    print(k.a, k.b[0])\n}\nk := {\"a\": 1, \"b\": [true]}\n";
     assert!(Policy::from_rego("p", text).unwrap().is_compiled());
@@ -968,4 +987,10 @@ fn compiled_copy_follows_the_state() {
             .unwrap()
             .0
     );
+}
+
+#[test]
+fn built_in_policies_have_a_compiled_copy() {
+    assert!(confidential().is_compiled());
+    assert!(Policy::allow_all().unwrap().is_compiled());
 }
