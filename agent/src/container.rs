@@ -474,13 +474,20 @@ impl Container {
                 self.id
             )));
         }
-        let terminal = process["terminal"].as_bool().unwrap_or(false);
-        let size = process["consoleSize"].as_object().map(|b| {
-            let n = |k: &str| {
-                u16::try_from(b.get(k).and_then(|v| v.as_u64()).unwrap_or(0)).unwrap_or(u16::MAX)
-            };
-            (n("height"), n("width"))
-        });
+        let terminal = process
+            .get("terminal")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let size = process
+            .get("consoleSize")
+            .and_then(|v| v.as_object())
+            .map(|b| {
+                let n = |k: &str| {
+                    u16::try_from(b.get(k).and_then(|v| v.as_u64()).unwrap_or(0))
+                        .unwrap_or(u16::MAX)
+                };
+                (n("height"), n("width"))
+            });
         let file = self.bundle.join(format!("exec-{exec_id}.json"));
         std::fs::write(&file, process.to_string())
             .map_err(|e| AgentError::internal("writing the exec process", e))?;
