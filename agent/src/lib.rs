@@ -15,6 +15,7 @@ pub mod config;
 pub mod container;
 pub mod copy_file;
 pub mod create;
+pub mod debug_console;
 pub mod devices;
 pub mod diagnostic;
 pub mod ephemeral;

@@ -198,6 +198,7 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
             secrets,
             images,
         ));
+        cocoon_agent::debug_console::start_from(&config, &probe, &policy, &sandbox.reaper);
         let info = GuestInfo {
             init_daemon: is_init,
             extra_features: vec![
