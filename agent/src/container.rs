@@ -329,7 +329,7 @@ impl Container {
         let id = p.id.clone();
         let b = bundle.clone();
         let held = reaper.clone();
-        let (pidfd, launch) = blocking(reaper, move || {
+        let (child, launch) = blocking(reaper, move || {
             let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&state_dir)
                 .map_err(lc_err("container state directory"))?;
@@ -357,8 +357,8 @@ impl Container {
                 .ok_or_else(|| AgentError::Internal("created container has no pid".into()))?;
             // The reaper is held off: the init cannot have been reaped, so the pidfd is
             // of our process.
-            match held.adopt(pid.as_raw()) {
-                Ok(pidfd) => Ok((pidfd, launch)),
+            match held.adopt_watched(pid.as_raw()) {
+                Ok(child) => Ok((child, launch)),
                 Err(e) => {
                     let mut container = container;
                     let _ = container.delete(true);
@@ -374,12 +374,12 @@ impl Container {
         let stdio = match stdio {
             Ok(s) => s,
             Err(e) => {
-                let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.pidfd.signal(nix::sys::signal::Signal::SIGKILL);
                 force_delete(reaper, paths, &p.id).await;
                 return Err(e);
             }
         };
-        let init = Process::new(&p.id, pidfd, stdio, reaper)?;
+        let init = Process::new(&p.id, child, stdio)?;
         cleanup.armed = false;
         Ok(Container {
             id: p.id,
@@ -509,14 +509,14 @@ impl Container {
                 .map_err(|e| AgentError::FailedPrecondition(format!("exec: {e}")))?;
             // Reaper held off: the process cannot have been reaped yet. (Should this
             // fail, the process stays in the container's cgroup, killed with it.)
-            let pidfd = held
-                .adopt(pid.as_raw())
+            let child = held
+                .adopt_watched(pid.as_raw())
                 .map_err(|e| AgentError::internal("pidfd_open of the exec", e))?;
-            Ok((pidfd, launch))
+            Ok((child, launch))
         })
         .await;
         let _ = std::fs::remove_file(&file);
-        let (pidfd, launch) = built?;
+        let (child, launch) = built?;
         let stdio = match tokio::task::spawn_blocking(move || launch.finish(size)).await {
             Ok(r) => r,
             Err(e) => Err(AgentError::internal("console", e)),
@@ -524,11 +524,11 @@ impl Container {
         let stdio = match stdio {
             Ok(s) => s,
             Err(e) => {
-                let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.pidfd.signal(nix::sys::signal::Signal::SIGKILL);
                 return Err(e);
             }
         };
-        let p = Process::new(exec_id, pidfd, stdio, reaper)?;
+        let p = Process::new(exec_id, child, stdio)?;
         reservation.commit(Arc::new(p));
         Ok(())
     }

@@ -58,14 +58,14 @@ pub(crate) async fn run(
         let mut child = cmd
             .spawn()
             .map_err(|e| AgentError::internal(&format!("running {what}"), e))?;
-        let pidfd = i32::try_from(child.id())
+        let adopted = i32::try_from(child.id())
             .map_err(|e| AgentError::internal("pid", e))
             .and_then(|pid| {
-                held.adopt(pid)
+                held.adopt_watched(pid)
                     .map_err(|e| AgentError::internal("pidfd_open", e))
             });
-        match pidfd {
-            Ok(pidfd) => Ok((child, pidfd)),
+        match adopted {
+            Ok(adopted) => Ok((child, adopted)),
             Err(e) => {
                 // Still unreaped (the reaper is held off): the pid is the child's.
                 let _ = child.kill();
@@ -75,8 +75,8 @@ pub(crate) async fn run(
     })
     .await
     .map_err(|e| AgentError::internal("iptables", e))?;
-    let (mut child, pidfd) = spawned?;
-    let status = reaper.watch(pidfd.pid());
+    let (mut child, adopted) = spawned?;
+    let crate::reaper::Adopted { pidfd, status } = adopted;
     let io = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         use std::io::{Read, Write};
         let stdin = child.stdin.take();

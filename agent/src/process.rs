@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::error::{AgentError, Result};
 use crate::pidfd::PidFd;
-use crate::reaper::{ExitCode, Reaper};
+use crate::reaper::{Adopted, ExitCode};
 use crate::streams::{FdStream, StdioPipes};
 
 /// The agent's side of a process's standard streams.
@@ -54,9 +54,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// Wraps a started process, held by `pidfd`; its exit status is collected from
-    /// `reaper`. Must run inside the tokio runtime.
-    pub fn new(exec_id: &str, pidfd: PidFd, stdio: AgentStdio, reaper: &Reaper) -> Result<Process> {
+    /// Wraps a started process, adopted from the reaper ([`Reaper::adopt_watched`]): held
+    /// by its pidfd, its exit status from the reaper. Must run inside the tokio runtime.
+    pub fn new(exec_id: &str, child: Adopted, stdio: AgentStdio) -> Result<Process> {
+        let Adopted { pidfd, status } = child;
         let pid = pidfd.pid();
         let stream = |fd| {
             FdStream::new(fd)
@@ -86,7 +87,6 @@ impl Process {
         };
         let (no_stdout, no_stderr) = (stdout.is_none(), stderr.is_none());
         let (tx, exit) = watch::channel(None);
-        let status = reaper.watch(pid);
         tokio::spawn(async move {
             // A dropped sender means the reaper is gone: report a kill.
             let code = status.await.unwrap_or(128 + libc::SIGKILL);

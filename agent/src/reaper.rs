@@ -33,6 +33,12 @@ struct State {
     unclaimed_order: VecDeque<i32>,
 }
 
+/// A child the agent started: held by its pidfd, its exit status to come.
+pub struct Adopted {
+    pub pidfd: crate::pidfd::PidFd,
+    pub status: oneshot::Receiver<ExitCode>,
+}
+
 /// Shared handle to the agent's reaper.
 #[derive(Clone, Default)]
 pub struct Reaper {
@@ -95,6 +101,15 @@ impl Reaper {
             );
         }
         Ok(pidfd)
+    }
+
+    /// [`adopt`](Self::adopt), and `pid`'s exit status watched in the same step (with
+    /// [`exclusive`](Self::exclusive) held): the status that comes is this process's,
+    /// even if it exits at once and its pid is reused before the caller looks.
+    pub fn adopt_watched(&self, pid: i32) -> nix::Result<Adopted> {
+        let pidfd = self.adopt(pid)?;
+        let status = self.watch(pid);
+        Ok(Adopted { pidfd, status })
     }
 
     /// Holds off the reaper while the caller waits for a specific child itself.
@@ -167,6 +182,24 @@ mod tests {
         pidfd.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
         let _ = child.wait();
         reaper.deliver(pid, 128 + 9);
+        assert_eq!(status.try_recv().unwrap(), 128 + 9);
+    }
+
+    /// The status watched at adoption is the process's own, even when it exits at once
+    /// and a later holder of its pid exits before the caller looks.
+    #[test]
+    fn an_adopted_child_gets_its_own_status() {
+        let reaper = Reaper::default();
+        let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let Adopted { pidfd, mut status } = {
+            let _x = reaper.exclusive();
+            reaper.adopt_watched(pid).unwrap()
+        };
+        pidfd.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        reaper.deliver(pid, 128 + 9);
+        reaper.deliver(pid, 3); // the pid's next holder
         assert_eq!(status.try_recv().unwrap(), 128 + 9);
     }
 }
