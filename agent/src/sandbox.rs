@@ -36,6 +36,20 @@ pub struct SandboxInfo {
 /// timeout is a `u32` of seconds chosen by the host).
 pub const MAX_REMOVE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// RemoveContainer's `timeout`, at most [`MAX_REMOVE_TIMEOUT`] (with a warning).
+fn bounded_remove_timeout(cid: &str, timeout: Duration) -> Duration {
+    if timeout <= MAX_REMOVE_TIMEOUT {
+        return timeout;
+    }
+    tracing::warn!(
+        container = cid,
+        requested_s = timeout.as_secs(),
+        max_s = MAX_REMOVE_TIMEOUT.as_secs(),
+        "RemoveContainer timeout above the maximum; clamped"
+    );
+    MAX_REMOVE_TIMEOUT
+}
+
 /// CreateSandbox, checked and typed.
 pub struct SandboxRequest {
     pub id: String,
@@ -202,17 +216,7 @@ impl Sandbox {
     /// The wait is bounded by [`MAX_REMOVE_TIMEOUT`]: the request's `timeout` is the
     /// host's, and the wait holds the pod's lifecycle lock.
     pub async fn remove_container(&self, cid: &str, timeout: Duration) -> Result<()> {
-        let timeout = if timeout > MAX_REMOVE_TIMEOUT {
-            tracing::warn!(
-                container = cid,
-                requested_s = timeout.as_secs(),
-                max_s = MAX_REMOVE_TIMEOUT.as_secs(),
-                "RemoveContainer timeout above the maximum; clamped"
-            );
-            MAX_REMOVE_TIMEOUT
-        } else {
-            timeout
-        };
+        let timeout = bounded_remove_timeout(cid, timeout);
         let _life = self.lifecycle.lock().await;
         self.remove_locked(cid, timeout).await
     }
@@ -275,5 +279,25 @@ impl Sandbox {
             crate::mounts::bind_mount(&file, target)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_timeouts_are_bounded() {
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(bounded_remove_timeout("c", secs(10)), secs(10));
+        assert_eq!(
+            bounded_remove_timeout("c", MAX_REMOVE_TIMEOUT),
+            MAX_REMOVE_TIMEOUT
+        );
+        // The wire's u32::MAX seconds (136 years of holding the lifecycle lock).
+        assert_eq!(
+            bounded_remove_timeout("c", secs(u32::MAX.into())),
+            MAX_REMOVE_TIMEOUT
+        );
     }
 }
