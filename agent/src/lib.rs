@@ -21,6 +21,7 @@ pub mod diagnostic;
 pub mod ephemeral;
 pub mod error;
 pub mod host_input;
+pub mod hotplug;
 pub mod image;
 pub mod init;
 pub mod initdata;

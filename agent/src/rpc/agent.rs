@@ -1,5 +1,6 @@
-//! `grpc.AgentService`. Methods not implemented here answer `UNIMPLEMENTED` with the
-//! method's name (the generated default, see `cocoon-protocols`' build script).
+//! `grpc.AgentService`: every one of the 42 methods, each checked by the policy first.
+//! (A method left out would answer `UNIMPLEMENTED` with its name: the generated
+//! default, see `cocoon-protocols`' build script.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -183,17 +184,40 @@ fn forget_if_done(c: &Container, exec_id: &str, p: &crate::process::Process) {
     }
 }
 
-/// The answer of a method the agent does not implement, once the policy allowed it:
-/// the same as the generated default's.
-fn unimplemented(method: &str) -> ttrpc::Error {
-    crate::rpc::status(
-        ttrpc::Code::UNIMPLEMENTED,
-        format!("/grpc.AgentService/{method} is not implemented"),
-    )
-}
-
 fn empty(r: Result<()>) -> ttrpc::Result<Empty> {
     r.map(|()| Empty::new()).map_err(Into::into)
+}
+
+/// After CPUs came online, each container's cpuset (from its spec) is written again, as
+/// upstream does: cgroup v1 leaves out CPUs that were offline when it was set. A failure
+/// is logged; the CPUs are online either way.
+fn reapply_cpusets(containers: &[(String, String, std::path::PathBuf)]) {
+    for (id, cgroup, config) in containers {
+        let Ok(spec) = oci_spec::runtime::Spec::load(config) else {
+            continue;
+        };
+        let Some(cpus) = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.cpu().as_ref())
+            .and_then(|c| c.cpus().clone())
+        else {
+            continue;
+        };
+        let resources = serde_json::from_value::<oci_spec::runtime::LinuxResources>(
+            serde_json::json!({"cpu": {"cpus": cpus}}),
+        );
+        let r = resources
+            .map_err(|e| AgentError::internal("cpuset", e))
+            .and_then(|res| crate::cgroups::update(cgroup, id, &res));
+        match r {
+            Ok(()) => tracing::info!(container = %id, %cpus, "OnlineCPUMem: cpuset applied again"),
+            Err(e) => {
+                tracing::warn!(container = %id, %cpus, error = %e, "OnlineCPUMem: cpuset not applied again")
+            }
+        }
+    }
 }
 
 /// sysfs prints the memory block size in hex without a prefix (`8000000`).
@@ -616,8 +640,6 @@ impl AgentService for AgentRpc {
         Ok(Empty::new())
     }
 
-    // Not implemented by the agent, but checked first, as upstream checks every request.
-
     async fn update_ephemeral_mounts(
         &self,
         _ctx: &TtrpcContext,
@@ -731,7 +753,36 @@ impl AgentService for AgentRpc {
         req: OnlineCPUMemRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("OnlineCPUMem"))
+        let hotplug = self.sandbox.hotplug_timeout;
+        let containers: Vec<(String, String, std::path::PathBuf)> = self
+            .sandbox
+            .all()
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    c.cgroup_path.clone(),
+                    c.bundle.join("config.json"),
+                )
+            })
+            .collect();
+        let r = tokio::task::spawn_blocking(move || {
+            let sysfs = Path::new(crate::hotplug::SYSFS);
+            if req.nb_cpus > 0 {
+                crate::hotplug::online_cpus_until(sysfs, req.nb_cpus as usize, hotplug)?;
+            }
+            if !req.cpu_only {
+                crate::hotplug::online_memory(sysfs)?;
+            }
+            if req.nb_cpus > 0 {
+                reapply_cpusets(&containers);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| AgentError::internal("online", e))
+        .and_then(|r| r);
+        empty(r)
     }
 
     async fn reseed_random_dev(
@@ -755,7 +806,13 @@ impl AgentService for AgentRpc {
         req: MemHotplugByProbeRequest,
     ) -> ttrpc::Result<Empty> {
         self.policy.check(&req)?;
-        Err(unimplemented("MemHotplugByProbe"))
+        let r = tokio::task::spawn_blocking(move || {
+            crate::hotplug::probe_memory(Path::new(crate::hotplug::SYSFS), &req.memHotplugProbeAddr)
+        })
+        .await
+        .map_err(|e| AgentError::internal("probe", e))
+        .and_then(|r| r);
+        empty(r)
     }
 
     async fn set_guest_date_time(
