@@ -288,10 +288,18 @@ pub fn init(level: LogLevel) -> LogSink {
     sink
 }
 
+/// Tests only (like `COCOON_RUN_DIR`): a unix socket path the log reader connects to
+/// instead of vsock port `agent.log_vport` (the test host has no vsock loopback).
+pub const ENV_LOG_ADDR: &str = "COCOON_LOG_ADDR";
+
 /// Starts listening for the host's log reader on vsock port `vport` (call it once the
 /// vsock modules are loaded). Until a reader connects, lines keep going to stdout.
 pub fn serve_vsock(sink: &LogSink, vport: u32) {
-    match listen_vsock(vport) {
+    let listener = match std::env::var_os(ENV_LOG_ADDR) {
+        Some(path) => std::os::unix::net::UnixListener::bind(path).map(OwnedFd::from),
+        None => listen_vsock(vport).map_err(std::io::Error::from),
+    };
+    match listener {
         Ok(listener) => {
             let target = sink.clone();
             let started = std::thread::Builder::new()
