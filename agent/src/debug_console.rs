@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use nix::sys::socket::{self, AddressFamily, Backlog, Shutdown, SockFlag, SockType, VsockAddr};
+use nix::sys::socket::{self, Shutdown, SockFlag};
 
 use crate::config::ServerAddr;
 use crate::policy::Policy;
@@ -76,46 +76,14 @@ pub fn address(vport: u32) -> Result<ServerAddr, ConsoleError> {
     Ok(ServerAddr::Vsock { cid: None, port })
 }
 
+/// The console's socket, bound and listening the way the ttrpc server's is.
 fn listen(addr: &ServerAddr) -> Result<OwnedFd, ConsoleError> {
-    let err = |e: nix::Error| ConsoleError::Listen {
-        addr: addr.uri(),
-        reason: e.to_string(),
-    };
-    let fd = match addr {
-        ServerAddr::Vsock { cid, port } => {
-            let fd = socket::socket(
-                AddressFamily::Vsock,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(err)?;
-            let cid = cid.unwrap_or(libc::VMADDR_CID_ANY);
-            socket::bind(fd.as_raw_fd(), &VsockAddr::new(cid, *port)).map_err(err)?;
-            fd
-        }
-        ServerAddr::Unix(path) => {
-            let fd = socket::socket(
-                AddressFamily::Unix,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(err)?;
-            let sa = match path.strip_prefix('@') {
-                Some(name) => socket::UnixAddr::new_abstract(name.as_bytes()),
-                None => {
-                    let _ = std::fs::remove_file(path);
-                    socket::UnixAddr::new(path.as_str())
-                }
-            }
-            .map_err(err)?;
-            socket::bind(fd.as_raw_fd(), &sa).map_err(err)?;
-            fd
-        }
-    };
-    socket::listen(&fd, Backlog::new(8).map_err(err)?).map_err(err)?;
-    Ok(fd)
+    crate::server::listen(addr)
+        .map(crate::server::Listening::into_fd)
+        .map_err(|e| ConsoleError::Listen {
+            addr: addr.uri(),
+            reason: e.to_string(),
+        })
 }
 
 /// [`start`] from the agent's configuration and attestation probe; a console that

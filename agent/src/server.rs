@@ -70,6 +70,11 @@ impl Listening {
     pub fn addr(&self) -> &ServerAddr {
         &self.addr
     }
+
+    /// The listening socket itself (for a listener that is not the ttrpc server).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
 }
 
 /// Binds `addr` and listens (close-on-exec, so no container inherits it). A stale
