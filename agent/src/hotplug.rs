@@ -161,8 +161,10 @@ mod tests {
             }
         }
         std::fs::write(cpu.join("online"), "0\n").unwrap();
-        // Nobody updates cpu/online here: the wait runs out, after onlining one CPU.
-        let e = online_cpus_until(sys, 2, Duration::from_millis(120)).unwrap_err();
+        // Nobody updates cpu/online here: with no time to wait, one attempt onlines one
+        // CPU and the call runs out. (A longer wait would online one more per retry, as
+        // the fake never shows them online.)
+        let e = online_cpus_until(sys, 2, Duration::ZERO).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::DEADLINE_EXCEEDED);
         assert!(e.to_string().contains("1 of 2 CPUs"), "{e}");
         assert_eq!(
