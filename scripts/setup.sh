@@ -11,6 +11,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Build and native-test packages (the QEMU/rootfs ones are in tests/qemu/setup.sh).
 PACKAGES=(
     musl-tools      # static musl build of the guest agent (C parts of dependencies)
+    gperf           # building libseccomp for musl (scripts/libseccomp-musl.sh)
+    libseccomp-dev  # seccomp in the native (glibc) build and tests of the agent
     busybox-static  # a real rootfs for container tests; debug shell in the initrd
     util-linux      # unshare, nsenter, losetup: PID-1 and container tests
     iproute2        # ip: the network RPC tests (veth in a private netns)
@@ -34,5 +36,8 @@ fi
 log "rust: musl target, rustfmt, clippy"
 rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1
 rustup component add rustfmt clippy >/dev/null 2>&1
+
+log "libseccomp for the static musl agent"
+bash scripts/libseccomp-musl.sh
 
 bash tests/qemu/setup.sh

@@ -43,6 +43,45 @@ pub struct Container {
     /// OOM kills already reported by GetOOMEvent.
     pub oom_reported: AtomicU64,
     paths: Paths,
+    /// The container's seccomp profile, also installed for every exec (libcontainer's
+    /// tenant builder does not carry it over, runc's exec does).
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+/// The executor of an exec in a container with a seccomp profile: installs the profile
+/// just before the exec, as libcontainer does for the init process. libcontainer has
+/// dropped the capabilities by then, so a process without `noNewPrivileges` (where runc
+/// installs the filter before dropping them) gets `no_new_privs` set first: the profile
+/// is always enforced, at the cost of setuid binaries not gaining privileges in execs.
+#[derive(Clone)]
+struct SeccompExecExecutor {
+    seccomp: oci_spec::runtime::LinuxSeccomp,
+}
+
+impl libcontainer::workload::Executor for SeccompExecExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError;
+        let install = || libcontainer::seccomp::initialize_seccomp(&self.seccomp);
+        if let Err(first) = install() {
+            // EACCES without CAP_SYS_ADMIN and no_new_privs: set it and try once more.
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| ExecutorError::Other(format!("seccomp: no_new_privs: {e}")))?;
+            install().map_err(|e| {
+                ExecutorError::Other(format!("seccomp for the exec: {e} (first try: {first})"))
+            })?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
 }
 
 /// Is `/` an initramfs (rootfs or tmpfs)? Then pivot_root cannot be used.
@@ -322,6 +361,7 @@ impl Container {
         p.spec
             .save(bundle.join("config.json"))
             .map_err(|e| AgentError::internal("writing config.json", e))?;
+        let seccomp = p.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
 
         let mut launch = Launch::new(terminal, paths)?;
         let state_dir = paths.state_dir();
@@ -392,6 +432,7 @@ impl Container {
             oom_reported: AtomicU64::new(0),
             cgroup_path,
             paths: paths.clone(),
+            seccomp,
         })
     }
 
@@ -496,10 +537,14 @@ impl Container {
         let state_dir = self.state_dir.clone();
         let f = file.clone();
         let held = reaper.clone();
+        let seccomp = self.seccomp.clone();
         let built = blocking(reaper, move || {
-            let builder = ContainerBuilder::new(id, SyscallType::default())
+            let mut builder = ContainerBuilder::new(id, SyscallType::default())
                 .with_root_path(&state_dir)
                 .map_err(lc_err("container state directory"))?;
+            if let Some(seccomp) = seccomp {
+                builder = builder.with_executor(SeccompExecExecutor { seccomp });
+            }
             let pid = launch
                 .configure(builder)
                 .as_tenant()

@@ -270,7 +270,102 @@ fn linux(l: &oci::Linux) -> Value {
         !l.MountLabel.is_empty(),
         json!(l.MountLabel),
     );
+    if let Some(s) = l.Seccomp.as_ref() {
+        m.insert("seccomp".into(), seccomp_json(s));
+    }
     Value::Object(m)
+}
+
+/// `linux.seccomp` as the OCI runtime spec spells it; libcontainer enforces it through
+/// libseccomp as runc does (installed before capabilities are dropped unless the process
+/// sets `noNewPrivileges`, else just before the exec). The Kata wire message has no
+/// `defaultErrnoRet` and no listener: a default `SCMP_ACT_ERRNO` answers EPERM, as in runc.
+fn seccomp_json(s: &oci::LinuxSeccomp) -> Value {
+    let syscalls: Vec<Value> = s
+        .Syscalls
+        .iter()
+        .map(|c| {
+            let mut e = Map::new();
+            e.insert("names".into(), strings(&c.Names));
+            e.insert("action".into(), json!(c.Action));
+            if c.has_errnoret() {
+                e.insert("errnoRet".into(), json!(c.errnoret()));
+            }
+            let args: Vec<Value> = c
+                .Args
+                .iter()
+                .map(|a| {
+                    // OCI (and runc) read SCMP_CMP_MASKED_EQ as `(arg & value) == valueTwo`;
+                    // libcontainer 0.7 hands libseccomp `valueTwo` as the mask. Swapped
+                    // here, so the filter is runc's: else Docker's `clone` rule (mask =
+                    // the namespace flags, value 0) gets mask 0 and allows every clone.
+                    let (value, two) = if a.Op == "SCMP_CMP_MASKED_EQ" {
+                        (a.ValueTwo, a.Value)
+                    } else {
+                        (a.Value, a.ValueTwo)
+                    };
+                    json!({"index": a.Index, "value": value, "valueTwo": two, "op": a.Op})
+                })
+                .collect();
+            insert_if(&mut e, "args", !args.is_empty(), Value::Array(args));
+            Value::Object(e)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("defaultAction".into(), json!(s.DefaultAction));
+    insert_if(
+        &mut m,
+        "architectures",
+        !s.Architectures.is_empty(),
+        strings(&s.Architectures),
+    );
+    insert_if(&mut m, "flags", !s.Flags.is_empty(), strings(&s.Flags));
+    insert_if(
+        &mut m,
+        "syscalls",
+        !syscalls.is_empty(),
+        Value::Array(syscalls),
+    );
+    Value::Object(m)
+}
+
+/// What the agent refuses in a seccomp profile before libcontainer sees it: elements it
+/// could not enforce as asked fail CreateContainer, never a silent skip.
+fn check_seccomp(s: &oci::LinuxSeccomp) -> Result<(), AgentError> {
+    const NOTIFY: &str = "SCMP_ACT_NOTIFY";
+    const FIELD: &str = "OCI.Linux.Seccomp";
+    if s.DefaultAction.is_empty() {
+        return Err(AgentError::invalid(
+            "OCI.Linux.Seccomp.DefaultAction",
+            "empty",
+        ));
+    }
+    let no_listener =
+        "SCMP_ACT_NOTIFY needs a seccomp listener, which the Kata protocol cannot name";
+    if s.DefaultAction == NOTIFY {
+        return Err(AgentError::invalid(FIELD, no_listener));
+    }
+    for (i, c) in s.Syscalls.iter().enumerate() {
+        if c.Action == NOTIFY {
+            return Err(AgentError::invalid(
+                format!("{FIELD}.Syscalls[{i}]"),
+                no_listener,
+            ));
+        }
+        if c.Names.is_empty() {
+            return Err(AgentError::invalid(
+                format!("{FIELD}.Syscalls[{i}].Names"),
+                "empty",
+            ));
+        }
+        if let Some(a) = c.Args.iter().find(|a| a.Index > 5) {
+            return Err(AgentError::invalid(
+                format!("{FIELD}.Syscalls[{i}].Args"),
+                format!("index {} (a syscall has arguments 0 to 5)", a.Index),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The OCI JSON of a wire spec, before parsing.
@@ -350,10 +445,8 @@ pub fn to_oci_with(spec: &oci::Spec, image_defaults: bool) -> Result<Spec, Agent
     if spec.Linux.is_none() {
         return Err(AgentError::invalid("OCI.Linux", "missing"));
     }
-    if spec.Linux.as_ref().is_some_and(|l| l.Seccomp.is_some()) {
-        tracing::warn!(
-            "the spec's seccomp profile is ignored: this agent is built without seccomp"
-        );
+    if let Some(s) = spec.Linux.as_ref().and_then(|l| l.Seccomp.as_ref()) {
+        check_seccomp(s)?;
     }
     serde_json::from_value(spec_json(spec))
         .map_err(|e| AgentError::invalid("OCI", format!("not a valid OCI runtime spec: {e}")))
