@@ -350,6 +350,8 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
             format!("env secret sha256: {}", sha256_hex(db_password.as_bytes())),
             format!("volume secret sha256: {}", sha256_hex(token.as_bytes())),
             "sealed env replaced: yes".to_owned(),
+            // containerd's default profile (scenario::spec), filter mode 2.
+            "seccomp: Seccomp:2, userns denied".to_owned(),
         ];
         for w in &want {
             ensure!(

@@ -77,7 +77,7 @@ pub fn spec(cid: &str, extra_env: &[String], extra_mounts: &[Value]) -> Value {
         json!({"destination": "/tmp", "source": "tmpfs", "type": "tmpfs", "options": ["nosuid", "nodev"]}),
     ];
     mounts.extend(extra_mounts.iter().cloned());
-    json!({
+    let mut spec = json!({
         "Version": "1.0.2",
         "Process": {"Terminal": false, "User": {"UID": 0, "GID": 0}, "Args": [],
                     "Env": extra_env, "Cwd": "", "NoNewPrivileges": true},
@@ -87,7 +87,22 @@ pub fn spec(cid: &str, extra_env: &[String], extra_mounts: &[Value]) -> Value {
                         if cid == "pause" { "sandbox" } else { "container" }},
         "Linux": {"Namespaces": [{"Type": "pid"}, {"Type": "mount"}, {"Type": "ipc"}, {"Type": "uts"}],
                   "MaskedPaths": ["/proc/kcore"], "ReadonlyPaths": ["/proc/sys"]}
-    })
+    });
+    if cid != "pause" {
+        // As containerd sends it for `seccompProfile: RuntimeDefault`, with Kubernetes'
+        // default allowPrivilegeEscalation (no noNewPrivileges): the filter goes in
+        // before the capabilities are dropped.
+        spec["Linux"]["Seccomp"] = default_seccomp();
+        spec["Process"]["NoNewPrivileges"] = json!(false);
+    }
+    spec
+}
+
+/// containerd's default seccomp profile for amd64, resolved as the runtime sends it
+/// (the agent's test data, with its provenance).
+fn default_seccomp() -> Value {
+    const PROFILE: &str = include_str!("../../../../agent/tests/data/seccomp/default-amd64.json");
+    serde_json::from_str(PROFILE).unwrap_or(Value::Null)
 }
 
 /// The `image_guest_pull` storage as the runtime builds it.
