@@ -231,7 +231,7 @@ fn copy(from: &mut File, to: &mut File) -> std::io::Result<()> {
             // The pty master reads EIO once the shell side is closed.
             Err(e) => return Err(e),
         };
-        to.write_all(&buf[..n])?;
+        to.write_all(buf.get(..n).unwrap_or_default())?;
     }
 }
 

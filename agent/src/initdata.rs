@@ -431,8 +431,12 @@ fn read_image(origin: &str, reader: &mut impl Read) -> Result<Initdata, Initdata
     let mut header = [0u8; HEADER_LEN];
     let got = read_full(reader, &mut header).map_err(read_err)?;
     let seen = got.min(MAGIC.len());
-    if header[..seen] != MAGIC[..seen] {
-        return Err(bad_magic(origin, &header[..seen]));
+    let (head, magic) = (
+        header.get(..seen).unwrap_or_default(),
+        MAGIC.get(..seen).unwrap_or_default(),
+    );
+    if head != magic {
+        return Err(bad_magic(origin, head));
     }
     if got < HEADER_LEN {
         return Err(InitdataError::Truncated {
@@ -443,7 +447,9 @@ fn read_image(origin: &str, reader: &mut impl Read) -> Result<Initdata, Initdata
         });
     }
     let mut len = [0u8; 8];
-    len.copy_from_slice(&header[MAGIC.len()..]);
+    for (d, s) in len.iter_mut().zip(header.iter().skip(MAGIC.len())) {
+        *d = *s;
+    }
     let len = u64::from_le_bytes(len);
     if len > MAX_PAYLOAD {
         return Err(InitdataError::Oversized {
@@ -497,7 +503,8 @@ fn bad_magic(origin: &str, found: &[u8]) -> InitdataError {
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
+        let Some(rest) = buf.get_mut(n..) else { break };
+        match reader.read(rest) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

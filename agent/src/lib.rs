@@ -8,6 +8,11 @@
 //! ([`server`], handlers in [`rpc`]). Data flows one way: a request arrives in [`rpc`],
 //! is checked, acted on, and answered; later crates (attestation, image pull) are called
 //! from here and never call back.
+// Guest code: a panic here takes the agent (PID 1) and the VM down. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
 
 pub mod attestation;
 pub mod cgroups;

@@ -1,5 +1,10 @@
 //! `cocoon-agent`: the binary's edge. Parses arguments, runs the agent, and — as PID 1 —
 //! makes sure the VM powers off instead of returning (which would panic the kernel).
+// Guest code: a panic here takes the agent (PID 1) and the VM down. Tests may panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
 
 use std::path::PathBuf;
 

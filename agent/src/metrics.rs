@@ -232,7 +232,7 @@ pub fn parse_diskstats(text: &str) -> Vec<(String, &'static str, f64)> {
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         let Some(name) = f.get(2) else { continue };
-        for (item, v) in DISK_ITEMS.iter().zip(&f[3..]) {
+        for (item, v) in DISK_ITEMS.iter().zip(f.iter().skip(3)) {
             out.push((name.to_string(), *item, num(v)));
         }
     }

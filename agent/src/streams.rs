@@ -68,7 +68,8 @@ impl FdStream {
         while done < data.len() {
             let mut guard = self.fd.writable().await?;
             match guard.try_io(|inner| {
-                nix::unistd::write(inner.get_ref(), &data[done..]).map_err(Into::into)
+                nix::unistd::write(inner.get_ref(), data.get(done..).unwrap_or_default())
+                    .map_err(Into::into)
             }) {
                 Ok(Ok(n)) => done += n,
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EINTR) => continue,

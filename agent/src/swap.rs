@@ -56,7 +56,10 @@ pub fn check_header(path: &Path, page: usize) -> Result<()> {
         .take(page as u64)
         .read_to_end(&mut first)
         .map_err(|e| AgentError::internal(&format!("reading {}", path.display()), e))?;
-    if n < page || &first[page - SWAP_MAGIC.len()..] != SWAP_MAGIC {
+    let tail = page
+        .checked_sub(SWAP_MAGIC.len())
+        .and_then(|at| first.get(at..page));
+    if n < page || tail != Some(SWAP_MAGIC) {
         return Err(AgentError::FailedPrecondition(format!(
             "{} is not a swap area (no SWAPSPACE2 signature at byte {}): mkswap it first",
             path.display(),

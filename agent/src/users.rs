@@ -46,14 +46,17 @@ fn entries(rootfs: &Path, path: &str) -> Result<Vec<(String, u32, u32)>> {
     for line in reader.lines() {
         let line = line.map_err(|e| AgentError::internal(&format!("reading {path}"), e))?;
         let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 3 || f[0].starts_with('#') {
+        let (Some(name), Some(id)) = (f.first(), f.get(2)) else {
+            continue;
+        };
+        if name.starts_with('#') {
             continue;
         }
-        let Ok(id) = f[2].parse::<u32>() else {
+        let Ok(id) = id.parse::<u32>() else {
             continue;
         };
         let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0);
-        out.push((f[0].to_owned(), id, gid));
+        out.push(((*name).to_owned(), id, gid));
     }
     Ok(out)
 }

@@ -106,10 +106,10 @@ fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let oct = &b[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            let oct = b.get(i + 1..i + 4).unwrap_or_default();
+            if oct.len() == 3 && oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
                 let v = oct
                     .iter()
                     .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -120,7 +120,7 @@ fn unescape(s: &str) -> String {
                 }
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()

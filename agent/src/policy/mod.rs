@@ -301,7 +301,9 @@ impl Loaded {
         for (name, text) in modules {
             let (text, hoisted) = hoist_policy_data(text);
             if let Some(value) = hoisted {
-                data[HOISTED_KEY] = value;
+                if let Some(d) = data.as_object_mut() {
+                    d.insert(HOISTED_KEY.to_owned(), value);
+                }
             }
             let text = text.into_owned();
             let package = engine
@@ -488,10 +490,11 @@ fn verdict(
         regorus::Value::Undefined => Err(format!("{rule} is undefined in the policy")),
         regorus::Value::Object(_) => {
             let json = serde_json::to_value(value).map_err(|e| format!("{rule}'s result: {e}"))?;
-            let allowed = json["allowed"]
-                .as_bool()
+            let allowed = json
+                .get("allowed")
+                .and_then(Json::as_bool)
                 .ok_or_else(|| format!("{rule}'s result has no boolean `allowed`"))?;
-            let ops = match &json["ops"] {
+            let ops = match json.get("ops").unwrap_or(&Json::Null) {
                 Json::Null => None,
                 ops => Some(
                     serde_json::from_value::<json_patch::Patch>(ops.clone())
