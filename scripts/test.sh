@@ -19,6 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzz targets: built (stable, no sanitizer) and run 5 s each"
+bash fuzz/run.sh 5
+
 step "QEMU smoke test: boot the guest, agent as PID 1 over hybrid vsock"
 bash tests/qemu/smoke.sh
 
