@@ -62,6 +62,15 @@ enum CtlCommand {
         /// The OCI config.json; a relative root.path is taken from its directory.
         spec: std::path::PathBuf,
     },
+    /// Copy a host file or directory tree into the guest with CopyFile, as the runtime does
+    /// without a shared filesystem (1 MiB chunks, modes and owners kept); prints the bytes
+    /// and the time it took.
+    Copy {
+        /// What to copy from this host.
+        host: std::path::PathBuf,
+        /// Where in the guest (under the shared containers directory, for the agent).
+        guest: String,
+    },
     /// Send SetPolicy with the Rego policy in FILE (checked by the agent's current policy,
     /// which replaces it atomically if it allows it and the new one loads).
     SetPolicy {
@@ -157,6 +166,15 @@ fn main() -> anyhow::Result<()> {
             cli.namespace_names.unwrap_or_default(),
         ))?;
         std::process::exit(status);
+    }
+    if let Some(CtlCommand::Copy { host, guest }) = &cli.command {
+        let start = Instant::now();
+        let bytes = runtime.block_on(cocoon_ctl::run::copy_tree(&addr, host, guest, timeout))?;
+        println!(
+            "{{\"bytes\":{bytes},\"seconds\":{:.6}}}",
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(());
     }
     let (method, request) = if let Some(CtlCommand::SetPolicy { file }) = &cli.command {
         let policy = std::fs::read_to_string(file)
