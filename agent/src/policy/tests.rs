@@ -73,10 +73,15 @@ fn every_method_maps_to_its_rule() {
             }
         }
     }
-    // Allow-all defines them all.
+    // Allow-all defines them all: the native one answers as its Rego does.
     let all = Policy::allow_all().unwrap();
+    let rego = Policy::from_rego("allow-all.rego", &allow_all_rego()).unwrap();
     for rule in rule_names() {
         assert!(all.evaluate(rule, json!({})).unwrap().allowed, "{rule}");
+        assert!(rego.evaluate(rule, json!({})).unwrap().allowed, "{rule}");
+    }
+    for p in [&all, &rego] {
+        assert!(p.evaluate("NoSuchRequest", json!({})).is_err());
     }
 }
 
