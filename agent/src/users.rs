@@ -126,15 +126,6 @@ pub fn apply_names(
     bundle: &Path,
     string_user: Option<&cocoon_protocols::agent::StringUser>,
 ) -> Result<()> {
-    let username = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.user().username().clone())
-        .filter(|u| !u.is_empty());
-    let string_user = string_user.filter(|s| !s.uid.is_empty());
-    if username.is_none() && string_user.is_none() {
-        return Ok(());
-    }
     let rootfs = match spec.root().as_ref().map(|r| r.path().clone()) {
         Some(p) if p.is_absolute() => p,
         Some(p) => bundle.join(p),
@@ -143,6 +134,25 @@ pub fn apply_names(
     let Some(mut process) = spec.process().clone() else {
         return Ok(());
     };
+    if apply_names_to_process(&mut process, &rootfs, string_user)? {
+        spec.set_process(Some(process));
+    }
+    Ok(())
+}
+
+/// The same for an exec's process (ExecProcess carries `string_user` too), against the
+/// container's root `rootfs`. True when the process was changed.
+pub fn apply_names_to_process(
+    process: &mut oci_spec::runtime::Process,
+    rootfs: &Path,
+    string_user: Option<&cocoon_protocols::agent::StringUser>,
+) -> Result<bool> {
+    let username = process.user().username().clone().filter(|u| !u.is_empty());
+    let string_user = string_user.filter(|s| !s.uid.is_empty());
+    if username.is_none() && string_user.is_none() {
+        return Ok(false);
+    }
+    let rootfs = rootfs.to_path_buf();
     let mut user = process.user().clone();
     let (name, spec_form) = match (string_user, &username) {
         (Some(s), _) => (
@@ -154,7 +164,7 @@ pub fn apply_names(
             false,
         ),
         (None, Some(u)) => (u.clone(), true),
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(false),
     };
     let (uid, gid) = resolve(&rootfs, &name).map_err(|e| {
         let field = if spec_form {
@@ -194,8 +204,7 @@ pub fn apply_names(
     user.set_gid(gid);
     user.set_additional_gids((!extra.is_empty()).then_some(extra));
     process.set_user(user);
-    spec.set_process(Some(process));
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -326,6 +326,46 @@ fn users_by_name_come_from_the_container_rootfs() {
         ["1000", "10"],
         "{out}"
     );
+
+    // ExecProcess: its string_user and User.Username, in the same container's files.
+    pod.run("box", &["sleep", "1000"]);
+    let process = pod.spec(&["sh", "-c", "id -u; id -g"])["Process"].clone();
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "box", "exec_id": "e-su", "process": process,
+               "string_user": {"uid": "app", "gid": "wheel"}}),
+    );
+    let out = pod.read_all("box", "e-su", false);
+    assert_eq!(pod.wait("box", "e-su"), 0);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "10"],
+        "{out}"
+    );
+    let mut process = pod.spec(&["sh", "-c", "id -u; id -G"])["Process"].clone();
+    process["User"] = json!({"UID": 0, "GID": 0, "Username": "app"});
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "box", "exec_id": "e-name", "process": process}),
+    );
+    let out = pod.read_all("box", "e-name", false);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1001", "10"],
+        "{out}"
+    );
+    process["User"] = json!({"UID": 0, "GID": 0, "Username": "ghost"});
+    let err = pod
+        .call(
+            "ExecProcess",
+            json!({"container_id": "box", "exec_id": "e-ghost", "process": process}),
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("INVALID_ARGUMENT") && err.contains("ghost"),
+        "{err}"
+    );
+    pod.ok("RemoveContainer", json!({"container_id": "box"}));
 }
 
 #[test]

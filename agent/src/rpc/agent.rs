@@ -331,7 +331,11 @@ impl AgentService for AgentRpc {
                 .process
                 .as_ref()
                 .ok_or_else(|| AgentError::invalid("process", "missing"))?;
-            let json = crate::oci::process_json(process)?;
+            let mut json = crate::oci::process_json(process)?;
+            let string_user = req.string_user.as_ref();
+            if string_user.is_some_and(|s| !s.uid.is_empty()) || !process.User.Username.is_empty() {
+                json = exec_with_names(json, &c.bundle.join("rootfs"), string_user)?;
+            }
             c.exec(&self.sandbox.reaper, &req.exec_id, json).await
         };
         empty(r.await)
@@ -885,4 +889,17 @@ mod tests {
         std::fs::write(&f, "zz\n").unwrap();
         assert_eq!(read_mem_block_size(&f), 0);
     }
+}
+
+/// An exec's process with `string_user` / `User.Username` resolved in the container's
+/// root, as for CreateContainer.
+fn exec_with_names(
+    json: serde_json::Value,
+    rootfs: &std::path::Path,
+    string_user: Option<&cocoon_protocols::agent::StringUser>,
+) -> std::result::Result<serde_json::Value, AgentError> {
+    let mut process: oci_spec::runtime::Process = serde_json::from_value(json)
+        .map_err(|e| AgentError::invalid("process", format!("not a valid OCI process: {e}")))?;
+    crate::users::apply_names_to_process(&mut process, rootfs, string_user)?;
+    serde_json::to_value(&process).map_err(|e| AgentError::internal("the exec's process", e))
 }
