@@ -875,6 +875,19 @@ impl AgentService for AgentRpc {
     }
 }
 
+/// An exec's process with `string_user` / `User.Username` resolved in the container's
+/// root, as for CreateContainer.
+fn exec_with_names(
+    json: serde_json::Value,
+    rootfs: &std::path::Path,
+    string_user: Option<&cocoon_protocols::agent::StringUser>,
+) -> std::result::Result<serde_json::Value, AgentError> {
+    let mut process: oci_spec::runtime::Process = serde_json::from_value(json)
+        .map_err(|e| AgentError::invalid("process", format!("not a valid OCI process: {e}")))?;
+    crate::users::apply_names_to_process(&mut process, rootfs, string_user)?;
+    serde_json::to_value(&process).map_err(|e| AgentError::internal("the exec's process", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -889,17 +902,4 @@ mod tests {
         std::fs::write(&f, "zz\n").unwrap();
         assert_eq!(read_mem_block_size(&f), 0);
     }
-}
-
-/// An exec's process with `string_user` / `User.Username` resolved in the container's
-/// root, as for CreateContainer.
-fn exec_with_names(
-    json: serde_json::Value,
-    rootfs: &std::path::Path,
-    string_user: Option<&cocoon_protocols::agent::StringUser>,
-) -> std::result::Result<serde_json::Value, AgentError> {
-    let mut process: oci_spec::runtime::Process = serde_json::from_value(json)
-        .map_err(|e| AgentError::invalid("process", format!("not a valid OCI process: {e}")))?;
-    crate::users::apply_names_to_process(&mut process, rootfs, string_user)?;
-    serde_json::to_value(&process).map_err(|e| AgentError::internal("the exec's process", e))
 }
