@@ -171,6 +171,14 @@ while ! grep -q "listening on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
     sleep 0.5
 done
 log "agent listening after $(elapsed)s"
+# The agent listens first and loads the other modules (the fake TEE's among them), probes
+# and checks initdata after; it serves once all of that is done.
+while ! grep -q "serving requests on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
+    kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu.log" >&2 || true; die "QEMU exited early"; }
+    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no 'serving requests on' line after ${BOOT_TIMEOUT}s"
+    sleep 0.2
+done
+log "agent serving after $(elapsed)s"
 
 # 1. the modules and the probe
 for line in "fake_sev_guest: TEST ONLY" "fake_tsm_sev: TEST ONLY"; do
