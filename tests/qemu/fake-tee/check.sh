@@ -165,19 +165,18 @@ qemu-system-x86_64 \
     >"$WORK/qemu.log" 2>&1 &
 QEMU_PID=$!
 log "QEMU pid $QEMU_PID, waiting for the agent (up to ${BOOT_TIMEOUT}s)"
-while ! grep -q "listening on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
-    kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu.log" >&2 || true; die "QEMU exited early"; }
-    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no 'listening on' line after ${BOOT_TIMEOUT}s"
-    sleep 0.5
-done
+wait_console() { # wait_console WHAT: the agent's "WHAT vsock://-1:PORT" console line
+    while ! grep -q "$1 vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
+        kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu.log" >&2 || true; die "QEMU exited early"; }
+        [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no '$1' line after ${BOOT_TIMEOUT}s"
+        sleep 0.2
+    done
+}
+wait_console "listening on"
 log "agent listening after $(elapsed)s"
 # The agent listens first and loads the other modules (the fake TEE's among them), probes
 # and checks initdata after; it serves once all of that is done.
-while ! grep -q "serving requests on vsock://-1:$VSOCK_PORT" "$CONSOLE" 2>/dev/null; do
-    kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu.log" >&2 || true; die "QEMU exited early"; }
-    [ "$(elapsed)" -lt "$BOOT_TIMEOUT" ] || die "no 'serving requests on' line after ${BOOT_TIMEOUT}s"
-    sleep 0.2
-done
+wait_console "serving requests on"
 log "agent serving after $(elapsed)s"
 
 # 1. the modules and the probe
