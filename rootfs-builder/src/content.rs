@@ -42,6 +42,8 @@ pub struct ContentSpec {
     /// Added to [`modules::DEFAULT_MODULES`] (or replacing them with `no_default_modules`).
     pub extra_modules: Vec<String>,
     pub no_default_modules: bool,
+    /// Ship the modules without their appended signatures ([`modules::strip_signature`]).
+    pub strip_module_signatures: bool,
     /// An OCI bundle directory; `None` bakes in the built-in one unless `no_pause_bundle`.
     pub pause_bundle: Option<PathBuf>,
     pub no_pause_bundle: bool,
@@ -61,8 +63,15 @@ pub struct ContentInfo {
     pub modules: Vec<String>,
     /// Requested modules the kernel has built in.
     pub modules_builtin: Vec<String>,
+    /// How many shipped modules had their signature removed (`--strip-module-signatures`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub module_signatures_stripped: usize,
     /// `builtin`, `none`, or the host directory it came from.
     pub pause_bundle: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +153,13 @@ pub fn build(spec: &ContentSpec) -> Result<(Tree, ContentInfo), ContentError> {
         names.extend(spec.extra_modules.iter().cloned());
         let res = index.resolve(&names)?;
         for m in &res.load_order {
-            t.file(&m.initrd_path(&version), index.read_plain(m)?, 0o644)?;
+            let mut data = index.read_plain(m)?;
+            if spec.strip_module_signatures {
+                let (plain, signed) = modules::strip_signature(Path::new(&m.rel_path), data)?;
+                data = plain;
+                info.module_signatures_stripped += usize::from(signed);
+            }
+            t.file(&m.initrd_path(&version), data, 0o644)?;
             info.modules.push(m.initrd_path(&version));
         }
         t.file(

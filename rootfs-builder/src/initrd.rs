@@ -24,8 +24,15 @@ pub struct InitrdManifest {
     pub kernel_version: Option<String>,
     pub modules: Vec<String>,
     pub modules_builtin: Vec<String>,
+    /// Modules shipped without their signature (`--strip-module-signatures`).
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub module_signatures_stripped: usize,
     pub pause_bundle: String,
     pub entries: Vec<ManifestEntry>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,7 @@ pub fn write(
         kernel_version: info.kernel_version.clone(),
         modules: info.modules.clone(),
         modules_builtin: info.modules_builtin.clone(),
+        module_signatures_stripped: info.module_signatures_stripped,
         pause_bundle: info.pause_bundle.clone(),
         entries: tree.manifest(),
     })

@@ -1,5 +1,6 @@
 //! Kernel modules for the initrd: name resolution against `modules.dep` and
-//! `modules.builtin`, dependency ordering, and decompression of `.ko.{xz,zst,gz}`.
+//! `modules.builtin`, dependency ordering, decompression of `.ko.{xz,zst,gz}`, and
+//! (on request) removal of the appended module signature.
 //!
 //! Formats: `modules.dep` lines are `path: dep-path dep-path ...` and `modules.builtin`
 //! lists the paths of built-in modules, both relative to `/lib/modules/<version>`
@@ -26,6 +27,14 @@ pub const DEFAULT_MODULES: &[&str] = &[
 /// first, `#` comments and blank lines ignored).
 pub const MODULES_ORDER_PATH: &str = "/etc/cocoon/modules.order";
 
+/// The marker that ends a signed module: `MODULE_SIG_STRING` in the kernel's
+/// [`include/linux/module_signature.h`](https://github.com/torvalds/linux/blob/v6.12/include/linux/module_signature.h).
+/// Before it: the PKCS#7 signature, then `struct module_signature` (12 bytes, its last
+/// four the signature's length, big-endian).
+pub const MODULE_SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+/// `sizeof(struct module_signature)`.
+const MODULE_SIG_INFO_LEN: usize = 12;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     #[error("reading {path}: {source}")]
@@ -41,6 +50,8 @@ pub enum ModuleError {
     Cycle(String),
     #[error("decompressing {path}: {reason}")]
     Decompress { path: PathBuf, reason: String },
+    #[error("{path}: malformed module signature: {reason}")]
+    Signature { path: PathBuf, reason: String },
 }
 
 /// A module chosen for the initrd.
@@ -240,6 +251,41 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
     Ok(out)
 }
 
+/// Removes the signature appended to a module (see [`MODULE_SIG_MAGIC`]); an unsigned
+/// module is returned as is. Returns whether there was one.
+///
+/// Why one would: a kernel that does not enforce signatures (no `module.sig_enforce`, no
+/// lockdown) loads an unsigned module as it loads a signed one, only tainted, but checks
+/// a signature that is there. Under emulation that check costs ~25 ms per module (kernel
+/// `initcall_debug` timings of Debian's 6.12 under TCG), for no protection: the initrd
+/// the modules come in is measured at launch. A kernel that enforces signatures refuses
+/// stripped modules, so this is off unless asked for.
+pub fn strip_signature(path: &Path, mut data: Vec<u8>) -> Result<(Vec<u8>, bool), ModuleError> {
+    let Some(rest) = data.len().checked_sub(MODULE_SIG_MAGIC.len()) else {
+        return Ok((data, false));
+    };
+    if data.get(rest..) != Some(MODULE_SIG_MAGIC) {
+        return Ok((data, false));
+    }
+    let bad = |reason: &str| ModuleError::Signature {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let info_start = rest
+        .checked_sub(MODULE_SIG_INFO_LEN)
+        .ok_or_else(|| bad("shorter than its signature header"))?;
+    let len_bytes: [u8; 4] = data
+        .get(rest - 4..rest)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("shorter than its signature header"))?;
+    let sig_len = u32::from_be_bytes(len_bytes) as usize;
+    let end = info_start
+        .checked_sub(sig_len)
+        .ok_or_else(|| bad("signature longer than the module"))?;
+    data.truncate(end);
+    Ok((data, true))
+}
+
 /// The text of [`MODULES_ORDER_PATH`].
 pub fn order_file(version: &str, order: &[Module]) -> String {
     let mut s = String::from(
@@ -312,5 +358,41 @@ kernel/a/z.ko: kernel/a/x-y.ko
         assert_eq!(decompress(Path::new("a.ko.zst"), zst).unwrap(), plain);
         assert_eq!(decompress(Path::new("a.ko"), plain.clone()).unwrap(), plain);
         assert!(decompress(Path::new("a.ko.xz"), plain).is_err());
+    }
+
+    fn signed(module: &[u8], sig: &[u8]) -> Vec<u8> {
+        let mut v = module.to_vec();
+        v.extend_from_slice(sig);
+        // algo, hash, id_type (2 = PKCS#7), signer_len, key_id_len, pad[3], sig_len.
+        v.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&(sig.len() as u32).to_be_bytes());
+        v.extend_from_slice(MODULE_SIG_MAGIC);
+        v
+    }
+
+    #[test]
+    fn strips_an_appended_signature() {
+        let p = Path::new("m.ko");
+        let module = b"\x7fELF module body".to_vec();
+        let (out, had) = strip_signature(p, signed(&module, &[0x30; 700])).unwrap();
+        assert!(had);
+        assert_eq!(out, module);
+        // Unsigned (and tiny) modules come back unchanged.
+        assert_eq!(
+            strip_signature(p, module.clone()).unwrap(),
+            (module.clone(), false)
+        );
+        assert_eq!(
+            strip_signature(p, b"x".to_vec()).unwrap(),
+            (b"x".to_vec(), false)
+        );
+        // A length that points before the start of the file is refused, not wrapped.
+        let mut bad = signed(&module, &[0x30; 10]);
+        let at = bad.len() - MODULE_SIG_MAGIC.len() - 4;
+        bad[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = strip_signature(p, bad).unwrap_err().to_string();
+        assert!(e.contains("m.ko: malformed module signature"), "{e}");
+        let e = strip_signature(p, MODULE_SIG_MAGIC.to_vec()).unwrap_err();
+        assert!(e.to_string().contains("signature header"), "{e}");
     }
 }

@@ -304,6 +304,8 @@ fn debian_kernel_modules() {
     );
     let builtin = m["modules_builtin"].as_array().unwrap();
     assert!(builtin.iter().any(|v| v == "virtio_pci"));
+    assert!(m.get("module_signatures_stripped").is_none());
+    let magic = rootfs_builder::modules::MODULE_SIG_MAGIC;
     for e in initrd::read(&img).unwrap() {
         if e.name.ends_with(".ko") {
             assert!(
@@ -311,6 +313,37 @@ fn debian_kernel_modules() {
                 "{} is not a plain ELF",
                 e.name
             );
+            // Debian signs its modules; by default they ship as signed.
+            assert!(e.data.ends_with(magic), "{} lost its signature", e.name);
         }
     }
+
+    // --strip-module-signatures: the same ELF files without the signature.
+    let stripped = dir.path().join("s.img");
+    let m = json(&run_ok(&[
+        "initrd",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--kernel-modules",
+        mods.to_str().unwrap(),
+        "--strip-module-signatures",
+        "-o",
+        stripped.to_str().unwrap(),
+    ]));
+    assert_eq!(m["module_signatures_stripped"], 3);
+    let signed: std::collections::BTreeMap<String, Vec<u8>> = initrd::read(&img)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.data))
+        .collect();
+    let mut seen = 0;
+    for e in initrd::read(&stripped).unwrap() {
+        if e.name.ends_with(".ko") {
+            let full = &signed[&e.name];
+            assert!(!e.data.ends_with(magic), "{} still signed", e.name);
+            assert!(full.starts_with(&e.data) && full.len() > e.data.len() + 200);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3);
 }
