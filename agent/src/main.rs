@@ -100,10 +100,16 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    // Since boot on the clock the kernel's console timestamps follow (within a few ms),
+    // so that a boot log shows how long the exec and the lines above took.
+    let boot_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6)
+        .unwrap_or_default();
     tracing::info!(
         version = cocoon_agent::VERSION,
         pid = std::process::id(),
         is_init,
+        boot_ms = format!("{boot_ms:.1}"),
         "starting"
     );
 
