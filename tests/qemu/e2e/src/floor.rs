@@ -50,6 +50,7 @@ pub fn measure(
         memory: base.memory.clone(),
         registry_port: base.registry_port,
         kbs_port: base.kbs_port,
+        hotplug: base.hotplug,
     };
     let mut guest = vm::Vm::boot(&dir, &cfg)?;
     let line = guest

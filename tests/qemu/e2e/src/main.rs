@@ -6,8 +6,10 @@
 //! with fake TEE devices when asked): never part of a product image.
 
 mod floor;
+mod hotplug;
 mod images;
 mod procs;
+mod qmp;
 mod scenario;
 mod services;
 mod vm;
@@ -298,21 +300,32 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
     }
     procs::run(&mut rb).context("building the initrd")?;
 
-    // Boot.
+    // Boot. CPU and memory hotplug in the pod's VM (not in the start-up benchmark's);
+    // COCOON_E2E_HOTPLUG=0 leaves them out.
+    let hotplug =
+        cli.startup_runs.is_none() && std::env::var("COCOON_E2E_HOTPLUG").as_deref() != Ok("0");
+    let mut cmdline = BASE_CMDLINE.to_string();
+    if hotplug {
+        // Debian's kernel onlines hot-added memory by itself; the runtime's
+        // OnlineCPUMem is what onlines it here.
+        cmdline.push_str(" memhp_default_state=offline");
+    }
+    // COCOON_E2E_KERNEL_ARGS: extra kernel parameters for diagnosis (e.g.
+    // `initcall_debug ignore_loglevel` to see where boot time goes).
+    if let Ok(extra) = std::env::var("COCOON_E2E_KERNEL_ARGS") {
+        if !extra.trim().is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(extra.trim());
+        }
+    }
     let vm_cfg = vm::VmConfig {
         kernel: cli.kernel.clone(),
         initrd,
-        // COCOON_E2E_KERNEL_ARGS: extra kernel parameters for diagnosis (e.g.
-        // `initcall_debug ignore_loglevel` to see where boot time goes).
-        cmdline: match std::env::var("COCOON_E2E_KERNEL_ARGS") {
-            Ok(extra) if !extra.trim().is_empty() => {
-                format!("{BASE_CMDLINE} {}", extra.trim())
-            }
-            _ => BASE_CMDLINE.to_string(),
-        },
+        cmdline,
         memory: "1024M".into(),
         registry_port,
         kbs_port,
+        hotplug,
     };
     if let Some(n) = cli.startup_runs {
         return startup_bench(work, cli, &vm_cfg, n).await;
@@ -461,6 +474,16 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         Err(e) => bail!("ExecProcess was allowed in a confidential guest: {e}"),
     };
 
+    // CPU and memory hotplug, with the pod running.
+    let hotplugged = match &vm.qmp {
+        Some(sock) => Some(
+            hotplug::cpu_and_memory(&client, sock)
+                .await
+                .context("CPU and memory hotplug")?,
+        ),
+        None => None,
+    };
+
     let stats = kbs.stats()?;
     let handshakes = stats["handshakes"].as_u64().unwrap_or(u64::MAX);
     ensure!(
@@ -551,6 +574,10 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         first_line(&tampered)
     ));
     s.push_str(&format!("  exec               {exec_note}\n"));
+    match &hotplugged {
+        Some(h) => s.push_str(&h.summary()),
+        None => s.push_str("  hotplug            not tried (COCOON_E2E_HOTPLUG=0)\n"),
+    }
     if cli.keep || cli.keep_logs {
         s.push_str(&format!("  logs               {}\n", work.display()));
     }

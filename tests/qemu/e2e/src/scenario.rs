@@ -2,8 +2,8 @@
 //! Check → UpdateInterface/UpdateRoutes → CreateSandbox → GetGuestDetails → the pause
 //! container (from the initrd's bundle) → a guest-pulled encrypted image with a sealed
 //! secret in an env var and in a secret volume → Start → ReadStdout → WaitProcess →
-//! RemoveContainer; then the second image (our key provider's), the negative cases, and
-//! DestroySandbox.
+//! RemoveContainer; then the second image (our key provider's), the negative cases, CPU
+//! and memory hotplug (`hotplug.rs`: QMP `device_add`, OnlineCPUMem), and DestroySandbox.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
