@@ -2,6 +2,11 @@
 //! (`scripts/libseccomp-musl.sh`, run by `scripts/setup.sh`): youki's libcontainer
 //! enforces OCI seccomp profiles through libseccomp, and Debian ships it only for
 //! glibc. The native (glibc) build links Debian's `libseccomp-dev`.
+//!
+//! The static-pie musl binary is also linked with packed relative relocations (DT_RELR,
+//! `-z pack-relative-relocs`; musl's start-up code applies them since 1.2.4): its 34k
+//! relative relocations take 9 KiB instead of 820 KiB, and the start-up code reads 9 KiB.
+//! It stays position-independent, so the agent keeps ASLR.
 
 use std::path::PathBuf;
 
@@ -33,6 +38,7 @@ fn main() {
             lib.display()
         );
     }
+    println!("cargo:rustc-link-arg-bin=cocoon-agent=-Wl,-z,pack-relative-relocs");
     // Searched before the system's directories, so Debian's glibc libseccomp.a is
     // never picked up by the static link.
     println!("cargo:rustc-link-search=native={}", dir.display());

@@ -89,27 +89,31 @@ fn main() {
 }
 
 fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
+    let t_main = std::time::Instant::now();
     if is_init {
         init::early_mounts().context("PID 1 early mounts")?;
     }
+    let t_mounts = std::time::Instant::now();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let loaded = AgentConfig::load(config_file.as_deref(), &cmdline, |k| std::env::var(k).ok())
         .context("reading the agent configuration")?;
     let mut config = loaded.config;
+    let t_config = std::time::Instant::now();
     let sink = logging::init(config.log_level);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    // Since boot on the clock the kernel's console timestamps follow (within a few ms),
-    // so that a boot log shows how long the exec and the lines above took.
-    let boot_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6)
-        .unwrap_or_default();
     tracing::info!(
         version = cocoon_agent::VERSION,
         pid = std::process::id(),
         is_init,
-        boot_ms = format!("{boot_ms:.1}"),
+        // Where the time since main() went: mounts, configuration, logging set-up.
+        setup_us = format!(
+            "mounts={} config={} logging={}",
+            (t_mounts - t_main).as_micros(),
+            (t_config - t_mounts).as_micros(),
+            t_config.elapsed().as_micros()
+        ),
         "starting"
     );
 
