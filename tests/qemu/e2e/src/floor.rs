@@ -51,6 +51,7 @@ pub fn measure(
         registry_port: base.registry_port,
         kbs_port: base.kbs_port,
         hotplug: base.hotplug,
+        volume: None,
     };
     let mut guest = vm::Vm::boot(&dir, &cfg)?;
     let line = guest

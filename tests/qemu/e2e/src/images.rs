@@ -16,13 +16,17 @@ use crate::procs::run;
 pub const IMAGE_FILE_TEXT: &str = "decrypted in the guest: the payload is 4417";
 
 /// The workload: prints the image file and digests of the two secrets (never the secrets),
-/// and whether its seccomp profile is installed and denies a user namespace.
+/// and whether its seccomp profile is installed and denies a user namespace, fails
+/// `mkdir` with the profile's errno and kills on `sync` (both in subshells: busybox may
+/// run such applets inside the shell's own process).
 const RUN_SH: &str = r#"#!/bin/sh
 echo "image file: $(cat /app/message.txt)"
 echo "env secret sha256: $(printf %s "$DB_PASSWORD" | sha256sum | cut -d' ' -f1)"
 echo "volume secret sha256: $(cat /etc/secret/token | sha256sum | cut -d' ' -f1)"
 echo "sealed env replaced: $(case "$DB_PASSWORD" in sealed.*) echo no;; *) echo yes;; esac)"
 echo "seccomp: $(grep '^Seccomp:' /proc/self/status | tr -d '[:space:]'), userns $(unshare -U true 2>/dev/null && echo allowed || echo denied)"
+echo "seccomp mkdir: $(mkdir /tmp/seccomp-test 2>&1)"
+(exec /bin/sync); echo "seccomp sync: exit $?"
 "#;
 
 fn digest(b: &[u8]) -> String {

@@ -99,10 +99,30 @@ pub fn spec(cid: &str, extra_env: &[String], extra_mounts: &[Value]) -> Value {
 }
 
 /// containerd's default seccomp profile for amd64, resolved as the runtime sends it
-/// (the agent's test data, with its provenance).
+/// (the agent's test data, with its provenance), with two rules a pod could add: `mkdir`
+/// and `mkdirat` fail with ENOSYS (38), and `sync` kills the process (the workload checks
+/// both, each in a subshell; nothing else it runs calls `sync`).
 fn default_seccomp() -> Value {
     const PROFILE: &str = include_str!("../../../../agent/tests/data/seccomp/default-amd64.json");
-    serde_json::from_str(PROFILE).unwrap_or(Value::Null)
+    const CHANGED: [&str; 3] = ["mkdir", "mkdirat", "sync"];
+    let mut profile: Value = serde_json::from_str(PROFILE).unwrap_or(Value::Null);
+    // The Kata protocol's JSON names (oci.proto's `LinuxSyscall`): `get_mut`, not
+    // indexing, which would add a null field the agent's decoder refuses.
+    if let Some(rules) = profile.get_mut("Syscalls").and_then(Value::as_array_mut) {
+        // libseccomp refuses two actions for one syscall: take them out of the allow list.
+        for rule in rules.iter_mut() {
+            if let Some(names) = rule.get_mut("Names").and_then(Value::as_array_mut) {
+                names.retain(|n| !CHANGED.iter().any(|c| n == c));
+            }
+        }
+        rules.retain(|r| r["Names"].as_array().is_some_and(|n| !n.is_empty()));
+        rules.push(
+            json!({"Names": ["mkdir", "mkdirat"], "Action": "SCMP_ACT_ERRNO",
+                          "errnoret": 38}),
+        );
+        rules.push(json!({"Names": ["sync"], "Action": "SCMP_ACT_KILL_PROCESS"}));
+    }
+    profile
 }
 
 /// The `image_guest_pull` storage as the runtime builds it.

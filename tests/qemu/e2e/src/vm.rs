@@ -36,6 +36,8 @@ pub struct VmConfig {
     /// Room for CPU and memory hotplug ([`HOTPLUG_MACHINE`]); off for the start-up
     /// benchmark, whose command line stays as it was.
     pub hotplug: bool,
+    /// An ext4 image given to the guest as a virtio-blk disk (crate::volume).
+    pub volume: Option<PathBuf>,
 }
 
 /// For CPU and memory hotplug: a QMP socket, one more possible vCPU, two DIMM slots, and
@@ -172,6 +174,9 @@ impl Vm {
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
             .arg("-serial")
             .arg(format!("file:{}", console_path.display()));
+        if let Some(image) = &cfg.volume {
+            cmd.args(crate::volume::qemu_args(image));
+        }
         let started = Instant::now();
         let qemu = Proc::spawn("qemu", cmd, &dir.join("qemu.log"))?;
         let console = Console::default();
