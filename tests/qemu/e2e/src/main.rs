@@ -329,6 +329,14 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
             cmdline.push_str(extra.trim());
         }
     }
+    // The pod's VM also gets a block volume to grow (with the hotplug step: QMP).
+    let volume = if hotplug {
+        let image = work.join("volume.img");
+        volume::make_image(&image)?;
+        Some(image)
+    } else {
+        None
+    };
     let vm_cfg = vm::VmConfig {
         kernel: cli.kernel.clone(),
         initrd,
@@ -337,17 +345,10 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
         registry_port,
         kbs_port,
         hotplug,
-        volume: None,
+        volume,
     };
     if let Some(n) = cli.startup_runs {
         return startup_bench(work, cli, &vm_cfg, n).await;
-    }
-    // The pod's VM also gets a block volume to grow (with the hotplug step: QMP).
-    let mut vm_cfg = vm_cfg;
-    if hotplug {
-        let image = work.join("volume.img");
-        volume::make_image(&image)?;
-        vm_cfg.volume = Some(image);
     }
     let (mut vm, client) = boot_and_connect(work, &vm_cfg).await?;
     let ready = vm.started.elapsed();

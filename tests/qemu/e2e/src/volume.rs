@@ -121,7 +121,7 @@ pub async fn grow(client: &Client, qmp_sock: &Path, image: &str) -> Result<Repor
     .await?;
     // Until the guest sees the new capacity the agent refuses, as above.
     let t = Instant::now();
-    loop {
+    let after = loop {
         let r = client
             .call(
                 "ResizeVolume",
@@ -130,7 +130,7 @@ pub async fn grow(client: &Client, qmp_sock: &Path, image: &str) -> Result<Repor
             .await;
         let grown = total_bytes(client).await?;
         if r.is_ok() && grown > before {
-            break;
+            break grown;
         }
         ensure!(
             t.elapsed() < SEE_TIMEOUT,
@@ -138,9 +138,8 @@ pub async fn grow(client: &Client, qmp_sock: &Path, image: &str) -> Result<Repor
              (last ResizeVolume: {r:?}, {grown} bytes)"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let resized = t.elapsed();
-    let after = total_bytes(client).await?;
     let grew = after.saturating_sub(before);
     ensure!(
         grew >= (GROWN_BYTES - START_BYTES) * 3 / 4,
