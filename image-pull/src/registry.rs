@@ -316,6 +316,9 @@ impl OciRegistry {
                 }
             }
         }
+        // reqwest is built without a crypto provider of its own and takes the process's
+        // default: ring. An error only says one is installed already (ours, earlier).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure_hosts),
             https_proxy: options.https_proxy.clone(),
