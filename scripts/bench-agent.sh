@@ -47,5 +47,5 @@ print(f"cocoon-agent vs upstream kata-agent ({note}); {runs} runs")
 print(f"{'metric':<34}{'cocoon':>12}{'upstream':>12}{'ours/theirs':>13}  goal")
 print(f"{'stripped static binary (MiB)':<34}{os_/2**20:>12.2f}{us/2**20:>12.2f}{os_/us:>13.3f}  <= 12 MiB")
 print(f"{'idle RSS (MiB)':<34}{orss/1024:>12.2f}{urss/1024:>12.2f}{orss/urss:>13.3f}  <= 8 MiB")
-print(f"{'exec -> first Check, median (ms)':<34}{oms:>12.2f}{ums:>12.2f}{oms/ums:>13.3f}  <= 5 ms")
+print(f"{'exec -> first Check, median (ms)':<34}{oms:>12.2f}{ums:>12.2f}{oms/ums:>13.3f}  < 2 ms (issue 12)")
 PY

@@ -58,16 +58,17 @@ impl Reaper {
         }
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Reaper::default();
+        // Children that exited before the handler was installed (a PID 1 inherits
+        // orphans): reaped here, at once. Nothing can hold `exclusive` yet, so this does
+        // not wait, and start-up creates no thread for it.
+        reaper.reap_all();
         let task = reaper.clone();
         // Reaping may wait for `exclusive` (a container create holds it for milliseconds):
         // do it on a blocking thread so the runtime keeps answering RPCs meanwhile.
         tokio::spawn(async move {
-            loop {
+            while sigchld.recv().await.is_some() {
                 let reaper = task.clone();
                 let _ = tokio::task::spawn_blocking(move || reaper.reap_all()).await;
-                if sigchld.recv().await.is_none() {
-                    return;
-                }
             }
         });
         Ok(reaper)
