@@ -13,10 +13,11 @@
 //! Any failure fails CreateContainer naming the secret (env name or file), never its
 //! value; plaintext buffers are zeroized once written.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cocoon_guest_components::sealed::{is_sealed, SealedSecret, UnsealOptions};
 use cocoon_guest_components::ResourceSource;
@@ -68,18 +69,24 @@ impl Secrets {
         env || mounts
     }
 
-    fn unseal(&self, what: &str, text: &str) -> Result<Zeroizing<Vec<u8>>> {
+    fn unseal(
+        &self,
+        kbs: Option<&OncePerRequest<'_>>,
+        what: &str,
+        text: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let err = |reason: String| AgentError::Secret {
             what: what.to_string(),
             reason,
         };
         let sealed = SealedSecret::parse(text.trim()).map_err(|e| err(e.to_string()))?;
-        let source = self
-            .source
-            .as_ref()
-            .map_err(|why| err(format!("a sealed secret, but {why}")))?;
+        let kbs = match (kbs, &self.source) {
+            (Some(kbs), _) => kbs,
+            (None, Err(why)) => return Err(err(format!("a sealed secret, but {why}"))),
+            (None, Ok(_)) => return Err(err("a sealed secret, but no KBS session".into())),
+        };
         let plain = sealed
-            .unseal(source.as_ref(), &self.options)
+            .unseal(kbs, &self.options)
             .map_err(|e| err(e.to_string()))?;
         tracing::info!(target: "audit", secret = what, "unsealed a secret");
         Ok(plain)
@@ -93,6 +100,12 @@ impl Secrets {
         shared_dir: &Path,
         dir: &Path,
     ) -> Result<Option<PathBuf>> {
+        let kbs = self
+            .source
+            .as_ref()
+            .ok()
+            .map(|s| OncePerRequest::new(s.as_ref()));
+        let kbs = kbs.as_ref();
         // env
         if let Some(mut process) = spec.process().clone() {
             if let Some(env) = process.env().clone() {
@@ -101,7 +114,7 @@ impl Secrets {
                     match entry.split_once('=') {
                         Some((name, value)) if is_sealed(value) => {
                             let what = format!("env {name}");
-                            let plain = self.unseal(&what, value)?;
+                            let plain = self.unseal(kbs, &what, value)?;
                             let text =
                                 std::str::from_utf8(&plain).map_err(|_| AgentError::Secret {
                                     what: what.clone(),
@@ -126,7 +139,7 @@ impl Secrets {
             let Some(source) = m.source().as_ref().filter(|s| s.starts_with(shared_dir)) else {
                 continue;
             };
-            if let Some(v) = self.read_volume(source)? {
+            if let Some(v) = self.read_volume(kbs, source)? {
                 planned.push((i, v));
             }
         }
@@ -152,7 +165,11 @@ impl Secrets {
 
     /// A mount source holding sealed secrets, read and unsealed; `None` when it holds
     /// none (it is then mounted as it is).
-    fn read_volume(&self, source: &Path) -> Result<Option<Volume>> {
+    fn read_volume(
+        &self,
+        kbs: Option<&OncePerRequest<'_>>,
+        source: &Path,
+    ) -> Result<Option<Volume>> {
         if source
             .components()
             .any(|c| matches!(c, Component::ParentDir))
@@ -171,7 +188,7 @@ impl Secrets {
             if !is_sealed(text.trim()) {
                 return Ok(None);
             }
-            let plain = self.unseal(&what, &text)?;
+            let plain = self.unseal(kbs, &what, &text)?;
             let name = name_of(source).unwrap_or_else(|| "secret".into());
             return Ok(Some(Volume::File(name, plain)));
         }
@@ -203,7 +220,7 @@ impl Secrets {
             };
             if is_sealed(text.trim()) {
                 any_sealed = true;
-                files.push((name, self.unseal(&what, &text)?));
+                files.push((name, self.unseal(kbs, &what, &text)?));
             } else {
                 files.push((name, Zeroizing::new(text.into_bytes())));
             }
@@ -217,6 +234,41 @@ impl Secrets {
 }
 
 /// `VALUE` of `NAME=VALUE`.
+/// The KBS as one CreateContainer sees it: each resource is fetched once (secrets sealed
+/// with the same key fetch the key once, not once per secret). The copies are zeroized
+/// when the request is done.
+struct OncePerRequest<'a> {
+    kbs: &'a dyn ResourceSource,
+    fetched: Mutex<HashMap<String, Zeroizing<Vec<u8>>>>,
+}
+
+impl<'a> OncePerRequest<'a> {
+    fn new(kbs: &'a dyn ResourceSource) -> Self {
+        OncePerRequest {
+            kbs,
+            fetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<String, Zeroizing<Vec<u8>>>> {
+        self.fetched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ResourceSource for OncePerRequest<'_> {
+    fn get_resource(
+        &self,
+        uri: &str,
+    ) -> std::result::Result<Zeroizing<Vec<u8>>, cocoon_guest_components::Error> {
+        if let Some(bytes) = self.fetched().get(uri) {
+            return Ok(bytes.clone());
+        }
+        let bytes = self.kbs.get_resource(uri)?;
+        self.fetched().insert(uri.to_owned(), bytes.clone());
+        Ok(bytes)
+    }
+}
+
 fn env_value(entry: &str) -> Option<&str> {
     entry.split_once('=').map(|(_, v)| v)
 }

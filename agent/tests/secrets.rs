@@ -220,6 +220,11 @@ fn sealed_env_and_volumes_are_unsealed_into_a_tmpfs() {
         metrics.contains("coco_kbs_resource_releases_total{resource=\"default/secret/env\"} 1"),
         "{metrics}"
     );
+    // Three secrets sealed with one key: the key is fetched once for the container.
+    assert!(
+        metrics.contains("coco_kbs_resource_releases_total{resource=\"default/sealed-key/1\"} 1\n"),
+        "{metrics}"
+    );
 
     pod.ok("RemoveContainer", json!({"container_id": "c1"}));
     assert!(
