@@ -276,6 +276,11 @@ fn linux(l: &oci::Linux) -> Value {
     Value::Object(m)
 }
 
+/// Seccomp names the agent treats specially (OCI runtime spec, config-linux.md#seccomp;
+/// libseccomp's `SCMP_CMP_*` / `SCMP_ACT_*`).
+const SCMP_CMP_MASKED_EQ: &str = "SCMP_CMP_MASKED_EQ";
+const SCMP_ACT_NOTIFY: &str = "SCMP_ACT_NOTIFY";
+
 /// `linux.seccomp` as the OCI runtime spec spells it; libcontainer enforces it through
 /// libseccomp as runc does (installed before capabilities are dropped unless the process
 /// sets `noNewPrivileges`, else just before the exec). The Kata wire message has no
@@ -299,7 +304,7 @@ fn seccomp_json(s: &oci::LinuxSeccomp) -> Value {
                     // libcontainer 0.7 hands libseccomp `valueTwo` as the mask. Swapped
                     // here, so the filter is runc's: else Docker's `clone` rule (mask =
                     // the namespace flags, value 0) gets mask 0 and allows every clone.
-                    let (value, two) = if a.Op == "SCMP_CMP_MASKED_EQ" {
+                    let (value, two) = if a.Op == SCMP_CMP_MASKED_EQ {
                         (a.ValueTwo, a.Value)
                     } else {
                         (a.Value, a.ValueTwo)
@@ -332,7 +337,6 @@ fn seccomp_json(s: &oci::LinuxSeccomp) -> Value {
 /// What the agent refuses in a seccomp profile before libcontainer sees it: elements it
 /// could not enforce as asked fail CreateContainer, never a silent skip.
 fn check_seccomp(s: &oci::LinuxSeccomp) -> Result<(), AgentError> {
-    const NOTIFY: &str = "SCMP_ACT_NOTIFY";
     const FIELD: &str = "OCI.Linux.Seccomp";
     if s.DefaultAction.is_empty() {
         return Err(AgentError::invalid(
@@ -342,11 +346,11 @@ fn check_seccomp(s: &oci::LinuxSeccomp) -> Result<(), AgentError> {
     }
     let no_listener =
         "SCMP_ACT_NOTIFY needs a seccomp listener, which the Kata protocol cannot name";
-    if s.DefaultAction == NOTIFY {
+    if s.DefaultAction == SCMP_ACT_NOTIFY {
         return Err(AgentError::invalid(FIELD, no_listener));
     }
     for (i, c) in s.Syscalls.iter().enumerate() {
-        if c.Action == NOTIFY {
+        if c.Action == SCMP_ACT_NOTIFY {
             return Err(AgentError::invalid(
                 format!("{FIELD}.Syscalls[{i}]"),
                 no_listener,
