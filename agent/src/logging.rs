@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
+use nix::sys::socket::{self, SockFlag};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogLevel;
@@ -297,7 +297,13 @@ pub const ENV_LOG_ADDR: &str = "COCOON_LOG_ADDR";
 pub fn serve_vsock(sink: &LogSink, vport: u32) {
     let listener = match std::env::var_os(ENV_LOG_ADDR) {
         Some(path) => std::os::unix::net::UnixListener::bind(path).map(OwnedFd::from),
-        None => listen_vsock(vport).map_err(std::io::Error::from),
+        // Bound the way the ttrpc server's socket is (close-on-exec).
+        None => crate::server::listen(&crate::config::ServerAddr::Vsock {
+            cid: None,
+            port: vport,
+        })
+        .map(crate::server::Listening::into_fd)
+        .map_err(|e| std::io::Error::other(e.to_string())),
     };
     match listener {
         Ok(listener) => {
@@ -319,18 +325,6 @@ pub fn serve_vsock(sink: &LogSink, vport: u32) {
             "cannot listen for the log reader on vsock; logging to the console"
         ),
     }
-}
-
-fn listen_vsock(port: u32) -> nix::Result<OwnedFd> {
-    let fd = socket::socket(
-        AddressFamily::Vsock,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
-    socket::listen(&fd, Backlog::new(1)?)?;
-    Ok(fd)
 }
 
 fn accept_log_reader(listener: OwnedFd, target: LogSink) {
