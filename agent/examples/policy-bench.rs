@@ -11,30 +11,19 @@ use std::time::Instant;
 use anyhow::Context;
 use cocoon_agent::policy::Policy;
 use cocoon_protocols::agent::{CreateContainerRequest, ReadStreamRequest};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     Ok(serde_json::from_str(&text)?)
 }
 
-/// genpolicy's layout: the rules, then `policy_data := {...}` (the test pod's containers,
-/// the rest from genpolicy's settings).
+#[path = "../tests/support/genpolicy.rs"]
+mod genpolicy;
+
+/// genpolicy's output for the test pod (one copy with the policy tests).
 fn generated_policy(dir: &Path) -> anyhow::Result<String> {
-    let rules = std::fs::read_to_string(dir.join("rules.rego"))?;
-    let settings = read_json(&dir.join("genpolicy-settings.json"))?;
-    let ours = read_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/genpolicy-busybox-containers.json"),
-    )?;
-    let data = json!({
-        "containers": ours["containers"],
-        "common": settings["common"],
-        "sandbox": settings["sandbox"],
-        "request_defaults": settings["request_defaults"],
-        "devices": settings["devices"],
-        "cluster_config": settings["cluster_config"],
-    });
-    Ok(format!("{rules}\npolicy_data := {data}\n"))
+    genpolicy::generated_policy(dir).map_err(anyhow::Error::msg)
 }
 
 /// This thread's CPU time in µs (wall time is unreliable on a loaded 2-core machine).

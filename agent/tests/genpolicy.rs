@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "support/genpolicy.rs"]
+mod support;
 
 use std::path::Path;
 
@@ -29,23 +31,9 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// genpolicy's output format: the rules, then `policy_data := {...}` — here the pod's
-/// containers (ours) and the sections genpolicy takes from its settings.
+/// genpolicy's output for the test pod (one copy with the unit tests and the benchmark).
 pub fn generated_policy(dir: &Path) -> String {
-    let rules = std::fs::read_to_string(dir.join("rules.rego")).unwrap();
-    let settings = read_json(&dir.join("genpolicy-settings.json"));
-    let ours = read_json(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/genpolicy-busybox-containers.json"),
-    );
-    let data = json!({
-        "containers": ours["containers"],
-        "common": settings["common"],
-        "sandbox": settings["sandbox"],
-        "request_defaults": settings["request_defaults"],
-        "devices": settings["devices"],
-        "cluster_config": settings["cluster_config"],
-    });
-    format!("{rules}\npolicy_data := {data}\n")
+    support::generated_policy(dir).unwrap()
 }
 
 /// A recorded request as our agent would give it to the policy: parsed into our

@@ -707,22 +707,12 @@ fn read_fixture(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// genpolicy's layout: the rules, then `policy_data := {...}` (as agent/tests/genpolicy.rs).
+#[path = "../../tests/support/genpolicy.rs"]
+mod genpolicy_support;
+
+/// genpolicy's output for the test pod (one copy with tests/genpolicy.rs).
 fn genpolicy_text(dir: &Path) -> String {
-    let rules = std::fs::read_to_string(dir.join("rules.rego")).unwrap();
-    let settings = read_fixture(&dir.join("genpolicy-settings.json"));
-    let ours = read_fixture(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/genpolicy-busybox-containers.json"),
-    );
-    let data = json!({
-        "containers": ours["containers"],
-        "common": settings["common"],
-        "sandbox": settings["sandbox"],
-        "request_defaults": settings["request_defaults"],
-        "devices": settings["devices"],
-        "cluster_config": settings["cluster_config"],
-    });
-    format!("{rules}\npolicy_data := {data}\n")
+    genpolicy_support::generated_policy(dir).unwrap()
 }
 
 /// A recorded request as the agent gives it to the policy.
