@@ -799,39 +799,6 @@ fn pure_cgroup_v2_as_in_the_guest() {
     assert!(!dir.exists(), "cgroup left behind");
 }
 
-/// `losetup --find --show IMAGE`, or None (with the reason printed).
-fn loop_attach(image: &std::path::Path) -> Option<std::process::Output> {
-    match std::process::Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(image)
-        .output()
-    {
-        Ok(out) if out.status.success() => Some(out),
-        Ok(out) => {
-            common::skip_or_fail(&format!(
-                "no loop device: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-            None
-        }
-        Err(e) => {
-            common::skip_or_fail(&format!("losetup: {e} (apt-get install util-linux)"));
-            None
-        }
-    }
-}
-
-/// A loop device holding an ext4 image; detached on drop.
-struct LoopDevice(String);
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn block_device_rootfs_storage() {
     require_pod!();
@@ -847,10 +814,9 @@ fn block_device_rootfs_storage() {
         common::skip_or_fail("mkfs.ext4 -d failed (apt-get install e2fsprogs)");
         return;
     }
-    let Some(out) = loop_attach(&image) else {
+    let Some(dev) = common::LoopDevice::attach(&image) else {
         return;
     };
-    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
     let rootfs = pod.run_dir.join("blk/rootfs");
     let mut spec = pod.spec(&["sh", "-c", "echo from-a-block-device"]);
     spec["Root"] = json!({"Path": rootfs.display().to_string(), "Readonly": true});
@@ -899,10 +865,9 @@ fn block_device_into_a_container() {
     let pod = Pod::new();
     let image = pod.dir.path().join("disk.img");
     std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
-    let Some(out) = loop_attach(&image) else {
+    let Some(dev) = common::LoopDevice::attach(&image) else {
         return;
     };
-    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
     let spec = pod.spec(&[
         "sh",
         "-c",

@@ -12,14 +12,13 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::{call, AgentProcess, AGENT};
+use common::{call, AgentProcess};
 
 const CPUS: usize = 4;
 
@@ -86,26 +85,15 @@ fn fake_sysfs(with_probe: bool) -> Option<Fake> {
     std::fs::write(&config, "hotplug_timeout = 1\n").unwrap();
     let sock = dir.path().join("agent.sock");
     let addr = format!("unix://{}", sock.display());
-    let script = format!(
-        "mount --bind {} /sys/devices/system/cpu && mount --bind {} /sys/devices/system/memory && exec \"$0\" --config {}",
+    let setup = format!(
+        "mount --bind {} /sys/devices/system/cpu && mount --bind {} /sys/devices/system/memory",
         cpu.display(),
         memory.display(),
-        config.display()
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
-    .arg(AGENT)
-    .env("KATA_AGENT_SERVER_ADDR", &addr)
-    .env("COCOON_RUN_DIR", dir.path().join("run"))
-    .env_remove("COCOON_POLICY_CONFIDENTIAL");
+    let mut cmd = common::agent_in_private_mounts(&setup, &["--config", config.to_str().unwrap()]);
+    cmd.env("KATA_AGENT_SERVER_ADDR", &addr)
+        .env("COCOON_RUN_DIR", dir.path().join("run"))
+        .env_remove("COCOON_POLICY_CONFIDENTIAL");
     let agent = AgentProcess::start(cmd);
     Some(Fake {
         _dir: dir,

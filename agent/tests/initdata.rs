@@ -407,39 +407,17 @@ fn startup_with_a_tee_whose_register_cannot_be_read() {
     assert_eq!(initdata::feature(Some(&found)), "initdata=unverified");
 }
 
-/// A loop device detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Option<Loop> {
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| Loop(String::from_utf8_lossy(&out.stdout).trim().to_string()))
-    }
-
-    /// A block device node for it at `at`.
-    fn node(&self, at: &Path) {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = std::fs::metadata(&self.0).unwrap().rdev();
-        nix::sys::stat::mknod(
-            at,
-            nix::sys::stat::SFlag::S_IFBLK,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            rdev,
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
+/// A block device node for the loop device `dev` at `at`.
+fn node(dev: &common::LoopDevice, at: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(&dev.0).unwrap().rdev();
+    nix::sys::stat::mknod(
+        at,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        rdev,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -451,14 +429,17 @@ fn the_initdata_block_device_is_found_by_its_magic() {
     let (image, toml) = write_image(dir.path(), &[("policy.rego", POLICY)]);
     let other = dir.path().join("other.img");
     std::fs::write(&other, vec![0u8; 4096]).unwrap();
-    let (Some(initdata_dev), Some(other_dev)) = (Loop::attach(&image), Loop::attach(&other)) else {
-        return common::skip_or_fail("losetup cannot attach a loop device here");
+    let (Some(initdata_dev), Some(other_dev)) = (
+        common::LoopDevice::attach(&image),
+        common::LoopDevice::attach(&other),
+    ) else {
+        return;
     };
     let dev = dir.path().join("dev");
     std::fs::create_dir(&dev).unwrap();
-    other_dev.node(&dev.join("vda")); // a disk without the magic
-    initdata_dev.node(&dev.join("vdb"));
-    initdata_dev.node(&dev.join("loop9")); // not a name the scan looks at
+    node(&other_dev, &dev.join("vda")); // a disk without the magic
+    node(&initdata_dev, &dev.join("vdb"));
+    node(&initdata_dev, &dev.join("loop9")); // not a name the scan looks at
     std::fs::copy(&image, dev.join("sda")).unwrap(); // the magic, but not a block device
     assert_eq!(initdata::find_device(&dev).unwrap(), Some(dev.join("vdb")));
     let none = cocoon_attester::Probe::run(

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use common::{call, AgentProcess, AGENT};
+use common::{call, AgentProcess};
 
 const MIB: u64 = 1 << 20;
 
@@ -30,23 +30,6 @@ fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A loop device; detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let dev = run(&["losetup", "--find", "--show", file.to_str().unwrap()]);
-        Loop(dev.trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // On a device still in use the kernel marks it to detach at its last close.
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 fn usage(resp: &Value, unit: &str) -> (u64, u64, u64) {
@@ -108,25 +91,17 @@ fn volume_stats_and_online_ext4_resize_on_a_loop_device() {
     f.set_len(32 * MIB).unwrap();
     run(&["mkfs.ext4", "-q", "-F", image.to_str().unwrap()]);
     // Declared before the agent: dropped after it, once the mount is gone.
-    let dev = Loop::attach(&image);
+    let Some(dev) = common::LoopDevice::attach(&image) else {
+        return;
+    };
     let mnt: PathBuf = dir.path().join("vol");
     std::fs::create_dir(&mnt).unwrap();
     let sock = dir.path().join("agent.sock");
     let addr = format!("unix://{}", sock.display());
-    let script = format!("mount -t ext4 {} {} && exec \"$0\"", dev.0, mnt.display());
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
-    .arg(AGENT)
-    .env("KATA_AGENT_SERVER_ADDR", &addr)
-    .env("COCOON_RUN_DIR", dir.path().join("run"));
+    let mut cmd =
+        common::agent_in_private_mounts(&format!("mount -t ext4 {} {}", dev.0, mnt.display()), &[]);
+    cmd.env("KATA_AGENT_SERVER_ADDR", &addr)
+        .env("COCOON_RUN_DIR", dir.path().join("run"));
     let mut agent = AgentProcess::start(cmd);
     let m = mnt.to_str().unwrap();
 
@@ -252,26 +227,16 @@ fn agent_with_pod_mounts(dir: &Path, env: &[(&str, &str)]) -> (AgentProcess, Str
     let run = dir.join("run");
     let sock = dir.join("agent.sock");
     let addr = format!("unix://{}", sock.display());
-    let script = format!(
+    let setup = format!(
         "mkdir -p {run}/sandbox/ephemeral/cache {run}/shared/containers/share \
          && mount -t tmpfs -o size=1m tmpfs {run}/sandbox/ephemeral/cache \
-         && mount -t tmpfs tmpfs {run}/shared/containers/share && exec \"$0\"",
+         && mount -t tmpfs tmpfs {run}/shared/containers/share",
         run = run.display()
     );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ])
-    .arg(AGENT)
-    .env("KATA_AGENT_SERVER_ADDR", &addr)
-    .env("COCOON_RUN_DIR", &run)
-    .env_remove("COCOON_POLICY_CONFIDENTIAL");
+    let mut cmd = common::agent_in_private_mounts(&setup, &[]);
+    cmd.env("KATA_AGENT_SERVER_ADDR", &addr)
+        .env("COCOON_RUN_DIR", &run)
+        .env_remove("COCOON_POLICY_CONFIDENTIAL");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -166,3 +166,51 @@ pub fn call(addr: &str, method: &str, json: &str) -> Result<serde_json::Value, S
         Ok(serde_json::from_str(&text).unwrap())
     })
 }
+
+/// A loop device (`losetup --find --show`), detached on drop (one still in use is
+/// detached by the kernel at its last close).
+pub struct LoopDevice(pub String);
+
+impl LoopDevice {
+    /// Attaches `image`, or `None` through [`skip_or_fail`] when this machine has no
+    /// free loop device or no losetup.
+    pub fn attach(image: &Path) -> Option<LoopDevice> {
+        match Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+        {
+            Ok(out) if out.status.success() => Some(LoopDevice(
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )),
+            Ok(out) => {
+                skip_or_fail(&format!(
+                    "no loop device: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                None
+            }
+            Err(e) => {
+                skip_or_fail(&format!("losetup: {e} (apt-get install util-linux)"));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// The agent in a private mount namespace of its own, after the shell commands `setup`
+/// (mounts the test needs, gone with the namespace), with `args`.
+pub fn agent_in_private_mounts(setup: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
+        .arg(AGENT)
+        .args(args);
+    cmd
+}
