@@ -233,7 +233,6 @@ impl Secrets {
     }
 }
 
-/// `VALUE` of `NAME=VALUE`.
 /// The KBS as one CreateContainer sees it: each resource is fetched once (secrets sealed
 /// with the same key fetch the key once, not once per secret). The copies are zeroized
 /// when the request is done.
@@ -269,6 +268,7 @@ impl ResourceSource for OncePerRequest<'_> {
     }
 }
 
+/// `VALUE` of `NAME=VALUE`.
 fn env_value(entry: &str) -> Option<&str> {
     entry.split_once('=').map(|(_, v)| v)
 }
