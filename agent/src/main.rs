@@ -64,7 +64,7 @@ fn main() {
     }) = cli.command
     {
         if let Err(e) = attestation::attest_command(report_data, parse, attester) {
-            eprintln!("cocoon-agent attest: {e:#}");
+            eprintln!("cocoon-agent attest: {}", error_chain(&e));
             std::process::exit(1);
         }
         return;
@@ -80,13 +80,32 @@ fn main() {
     }
     let result = run(cli.config, is_init);
     if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "agent failed");
-        eprintln!("cocoon-agent: {e:#}");
+        let message = error_chain(e);
+        tracing::error!(error = message, "agent failed");
+        eprintln!("cocoon-agent: {message}");
     }
     if is_init {
         init::power_off();
     }
     std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// `e` and its causes, joined by ": ", leaving out a cause whose text is already there.
+/// The libraries' errors name their cause in their own message (an RPC status carries
+/// only the top one), so anyhow's `{:#}` would print it twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
@@ -280,4 +299,28 @@ fn initdata_startup(
         tracing::info!("{note}");
     }
     Ok(Some(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read policy file /p.rego: {source}")]
+    struct ReadError {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(ReadError { source: io }).context("loading the agent policy");
+        assert_eq!(
+            error_chain(&e),
+            "loading the agent policy: cannot read policy file /p.rego: entity not found"
+        );
+        // A cause its parent does not repeat is kept.
+        let e = anyhow::anyhow!("connection refused").context("dialling the KBS");
+        assert_eq!(error_chain(&e), "dialling the KBS: connection refused");
+    }
 }
