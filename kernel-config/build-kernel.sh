@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$SRC" ] || { echo "build-kernel.sh: --source DIR is required" >&2; exit 2; }
 [ "${#FRAGS[@]}" -gt 0 ] || FRAGS=(base confidential)
-SRC="$(cd "$SRC" && pwd)"
+SRC="$(cd "$SRC" && pwd -P)"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 

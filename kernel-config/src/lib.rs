@@ -22,6 +22,8 @@ pub const FRAGMENTS: &[(&str, &str)] = &[
         include_str!("../fragments/confidential.conf"),
     ),
     ("debug", include_str!("../fragments/debug.conf")),
+    ("builtin", include_str!("../fragments/builtin.conf")),
+    ("trim", include_str!("../fragments/trim.conf")),
 ];
 
 /// Fragments checked when none are named.

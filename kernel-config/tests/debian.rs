@@ -133,9 +133,17 @@ fn cli_exit_codes_and_modules() {
 }
 
 /// The build script's config stage on Debian's 6.12 Kconfig: every fragment line must
-/// survive `make olddefconfig` (dependencies complete), for base+confidential+debug.
+/// survive `make olddefconfig` (dependencies complete), for base+confidential+debug and
+/// for the Kata-style kernel of tests/qemu/builtin-kernel.sh, base+builtin+trim, and for
+/// the confidential kernel with it built in (docs/kata.md).
 #[test]
 fn fragments_survive_olddefconfig() {
+    olddefconfig_keeps(&["base", "confidential", "debug"]);
+    olddefconfig_keeps(&["base", "builtin", "trim"]);
+    olddefconfig_keeps(&["base", "confidential", "builtin"]);
+}
+
+fn olddefconfig_keeps(fragments: &[&str]) {
     let env = std::fs::read_to_string(workspace().join("build/kernel/env"))
         .unwrap_or_else(|_| panic!("build/kernel/env missing: {SETUP}"));
     let src = env
@@ -146,14 +154,7 @@ fn fragments_survive_olddefconfig() {
     let out = Command::new("bash")
         .arg(workspace().join("kernel-config/build-kernel.sh"))
         .args(["--source", src, "--config-only"])
-        .args([
-            "--fragment",
-            "base",
-            "--fragment",
-            "confidential",
-            "--fragment",
-            "debug",
-        ])
+        .args(fragments.iter().flat_map(|f| ["--fragment", f]))
         .arg("--out")
         .arg(out_dir.path())
         .env("KERNEL_CONFIG_BIN", env!("CARGO_BIN_EXE_kernel-config"))
@@ -165,5 +166,5 @@ fn fragments_survive_olddefconfig() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains(" 0 problems"), "{text}");
+    assert!(text.contains(" 0 problems"), "{fragments:?}: {text}");
 }
