@@ -357,11 +357,50 @@ pub fn announce(sink: &LogSink, message: &str) {
     }
 }
 
+/// Before [`init`]: says `message` on stdout (the console, as PID 1) as a line of the same
+/// shape as the subscriber's (`timestamp`, `level`, `message`, `target`), without it. PID 1
+/// announces its listen this way: the subscriber's set-up and first event are cold code
+/// that, under emulation, take longer than everything else before the listen.
+pub fn announce_early(message: &str) {
+    use tracing_subscriber::fmt::time::FormatTime;
+    let mut timestamp = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(
+        &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+    );
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(early_line(&timestamp, message).as_bytes());
+}
+
+fn early_line(timestamp: &str, message: &str) -> String {
+    format!(
+        "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\",\"message\":{},\"target\":\"{}\"}}\n",
+        serde_json::Value::from(message),
+        module_path!()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn early_lines_have_the_subscribers_shape() {
+        let line = early_line("2026-12-03T13:30:47.537853Z", "listening on \"x\"");
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "timestamp": "2026-12-03T13:30:47.537853Z",
+                "level": "INFO",
+                "message": "listening on \"x\"",
+                "target": "cocoon_agent::logging",
+            })
+        );
+    }
 
     #[test]
     fn flush_waits_for_the_reader_and_is_bounded() {

@@ -110,6 +110,10 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
     let t_main = std::time::Instant::now();
+    // The same clock as the kernel's log timestamps: `Run /init` → here is the exec.
+    let main_at = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| std::time::Duration::from(t).as_secs_f64())
+        .unwrap_or_default();
     if is_init {
         init::early_mounts().context("PID 1 early mounts")?;
     }
@@ -119,6 +123,32 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         .context("reading the agent configuration")?;
     let mut config = loaded.config;
     let t_config = std::time::Instant::now();
+
+    // As PID 1: the vsock transport, then listen at once, so the runtime's connection
+    // waits in the backlog instead of being refused and retried; the rest of start-up
+    // follows, logging first (its set-up and first line are cold code that would delay
+    // the listen by more than the listen itself takes under emulation: until then an
+    // error goes to stderr, from main). Nothing is read from a connection before the
+    // policy below is loaded, and if start-up fails the VM powers off with the
+    // connection unanswered.
+    let mut modules = Vec::new();
+    let mut vsock_loaded = 0;
+    if is_init {
+        let (vsock, rest) = init::split_vsock_modules(
+            init::module_list(std::path::Path::new(init::MODULES_ORDER))
+                .context("reading the kernel module list")?,
+        );
+        vsock_loaded = init::load_modules(&vsock).context("loading the vsock transport")?;
+        modules = rest;
+    }
+    let t_vsock = std::time::Instant::now();
+    let listening = server::listen(&config.server_addr).context("listening for the runtime")?;
+    if is_init {
+        // (Not as PID 1, the line waits for the server's signal handlers: a test may send
+        // SIGTERM as soon as it reads it.)
+        logging::announce_early(&format!("listening on {}", listening.addr()));
+    }
+    let t_listen = std::time::Instant::now();
     let sink = logging::init(config.log_level);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -127,40 +157,22 @@ fn run(config_file: Option<PathBuf>, is_init: bool) -> anyhow::Result<()> {
         version = cocoon_agent::VERSION,
         pid = std::process::id(),
         is_init,
-        // Where the time since main() went: mounts, configuration, logging set-up.
+        // When main() began (seconds since boot, as the kernel's log), and where the
+        // time since went: mounts, configuration, the vsock modules, the listen and its
+        // line, logging set-up.
+        main_at = format!("{main_at:.6}"),
+        vsock_modules = vsock_loaded,
         setup_us = format!(
-            "mounts={} config={} logging={}",
+            "mounts={} config={} vsock={} listen={} logging={}",
             (t_mounts - t_main).as_micros(),
             (t_config - t_mounts).as_micros(),
-            t_config.elapsed().as_micros()
+            (t_vsock - t_config).as_micros(),
+            (t_listen - t_vsock).as_micros(),
+            t_listen.elapsed().as_micros()
         ),
         "starting"
     );
-
-    // As PID 1: the vsock transport, then listen at once, so the runtime's connection
-    // waits in the backlog instead of being refused and retried; the rest of start-up
-    // follows. Nothing is read from a connection before the policy below is loaded, and
-    // if start-up fails the VM powers off with the connection unanswered.
-    let mut modules = Vec::new();
     if is_init {
-        let (vsock, rest) = init::split_vsock_modules(
-            init::module_list(std::path::Path::new(init::MODULES_ORDER))
-                .context("reading the kernel module list")?,
-        );
-        let t = std::time::Instant::now();
-        let loaded = init::load_modules(&vsock).context("loading the vsock transport")?;
-        tracing::info!(
-            modules = loaded,
-            ms = t.elapsed().as_millis() as u64,
-            "vsock transport loaded"
-        );
-        modules = rest;
-    }
-    let listening = server::listen(&config.server_addr).context("listening for the runtime")?;
-    if is_init {
-        // (Not as PID 1, the line waits for the server's signal handlers: a test may send
-        // SIGTERM as soon as it reads it.)
-        logging::announce(&sink, &format!("listening on {}", listening.addr()));
         init::mount_cgroups().context("mounting cgroup2")?;
         init::finish_setup().context("PID 1 setup")?;
         let t = std::time::Instant::now();

@@ -13,9 +13,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${COCOON_BUILD_DIR:-$ROOT/build}"
 log() { printf 'e2e: %s\n' "$*" >&2; }
-[ -f "$BUILD/kernel/env" ] || { log "no $BUILD/kernel/env: run bash tests/qemu/setup.sh first"; exit 1; }
-# shellcheck disable=SC1091
-. "$BUILD/kernel/env"
+# The guest kernel and the fake TEE modules built for it: Debian's (tests/qemu/setup.sh),
+# or another kernel's (tests/qemu/builtin-kernel.sh prints the two files to name).
+KERNEL_ENV="${COCOON_KERNEL_ENV:-$BUILD/kernel/env}"
+FAKE_TEE_ENV="${COCOON_FAKE_TEE_ENV:-$BUILD/fake-tee/env}"
+[ -f "$KERNEL_ENV" ] || { log "no $KERNEL_ENV: run bash tests/qemu/setup.sh first"; exit 1; }
+# shellcheck disable=SC1090
+. "$KERNEL_ENV"
 export PATH="$PATH:$HOME/.cargo/bin"
 cd "$ROOT"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
@@ -26,13 +30,13 @@ cargo build --quiet --release -p cocoon-test-kbs -p rootfs-builder -p cocoon-qem
 
 MODULES="$KERNEL_MODULES"
 FAKE=()
-if [ -f "$BUILD/fake-tee/env" ] && [ "${COCOON_E2E_FAKE_TEE:-1}" != 0 ]; then
-    # shellcheck disable=SC1091
-    . "$BUILD/fake-tee/env"
+if [ -f "$FAKE_TEE_ENV" ] && [ "${COCOON_E2E_FAKE_TEE:-1}" != 0 ]; then
+    # shellcheck disable=SC1090
+    . "$FAKE_TEE_ENV"
     MODULES="$FAKE_TEE_MODULES"
     for m in $FAKE_TEE_MODULE_NAMES; do FAKE+=(--fake-tee-module "$m"); done
 else
-    log "no fake TEE modules ($BUILD/fake-tee/env): the guest uses the sample attester"
+    log "no fake TEE modules ($FAKE_TEE_ENV): the guest uses the sample attester"
 fi
 
 # The confidential default policy, with stream reads allowed so that the test can read

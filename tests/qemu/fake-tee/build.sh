@@ -7,6 +7,10 @@
 # verifier accepts.
 #
 #   bash tests/qemu/fake-tee/build.sh      # after tests/qemu/setup.sh; idempotent
+#   FAKE_TEE_KERNEL_BUILD=DIR bash tests/qemu/fake-tee/build.sh
+#                                          # against a kernel built by
+#                                          # kernel-config/build-kernel.sh --out DIR instead
+#                                          # (tests/qemu/builtin-kernel.sh); leaves DIR/fake-tee/
 #
 # Needs build/kernel/env (tests/qemu/setup.sh). Leaves, under build/fake-tee/:
 #   debs/                         linux-headers-$KVER, -common, linux-kbuild (apt-get download)
@@ -34,18 +38,29 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-[ -f "$BUILD/kernel/env" ] || die "no $BUILD/kernel/env: run bash tests/qemu/setup.sh first"
-# shellcheck disable=SC1091
-. "$BUILD/kernel/env"
-KVER="$KERNEL_VERSION"               # 6.12.117+deb12-amd64
-KBASE="${KVER%-amd64}"               # 6.12.117+deb12
-[ "$KBASE" != "$KVER" ] || die "unexpected kernel version $KVER (want ...-amd64)"
+KBUILD="${FAKE_TEE_KERNEL_BUILD:-}"
+if [ -n "$KBUILD" ]; then
+    # A kernel of our own: its build tree is the headers, its modules-root the modules.
+    KBUILD="$(cd "$KBUILD" && pwd)"
+    [ -f "$KBUILD/include/config/kernel.release" ] || die "$KBUILD: not a built kernel tree"
+    KVER="$(cat "$KBUILD/include/config/kernel.release")"
+    KERNEL_MODULES="$KBUILD/modules-root/lib/modules/$KVER"
+    [ -f "$KERNEL_MODULES/modules.builtin" ] || die "$KERNEL_MODULES: no modules_install"
+    OUT="$KBUILD/fake-tee"
+else
+    [ -f "$BUILD/kernel/env" ] || die "no $BUILD/kernel/env: run bash tests/qemu/setup.sh first"
+    # shellcheck disable=SC1091
+    . "$BUILD/kernel/env"
+    KVER="$KERNEL_VERSION"               # 6.12.117+deb12-amd64
+    KBASE="${KVER%-amd64}"               # 6.12.117+deb12
+    [ "$KBASE" != "$KVER" ] || die "unexpected kernel version $KVER (want ...-amd64)"
+fi
 [ "$(stat -c %s "$REPORT")" -eq 1184 ] || die "$REPORT is not a 1184-byte SEV-SNP report"
 
 DEST="$OUT/modules/lib/modules/$KVER"
 STAMP="$OUT/.stamp"
 inputs_hash() {
-    { echo "$KVER"; cat "$HERE"/*.c "$HERE"/*.h "$HERE/Kbuild" "$REPORT" "$VCEK" "$0"; } | sha256sum | cut -d' ' -f1
+    { echo "$KVER $KBUILD"; [ -z "$KBUILD" ] || cat "$KBUILD/.config"; cat "$HERE"/*.c "$HERE"/*.h "$HERE/Kbuild" "$REPORT" "$VCEK" "$0"; } | sha256sum | cut -d' ' -f1
 }
 HASH="$(inputs_hash)"
 write_env() {
@@ -63,6 +78,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && [ -f "$DEST/modules.dep
     exit 0
 fi
 
+if [ -z "$KBUILD" ]; then
 # --- headers: apt-get download + dpkg -x, cached ----------------------------------------
 PKGS=("linux-headers-$KVER" "linux-headers-$KBASE-common" "linux-kbuild-$KBASE")
 DEBS="$OUT/debs"
@@ -103,6 +119,9 @@ fi
 have="$("$CC" --version | head -1)"
 [ "$have" = "$CC_TEXT" ] || log "warning: kernel built with '$CC_TEXT', building with '$have'"
 command -v make >/dev/null || die "make missing: run bash tests/qemu/setup.sh"
+else
+    CC=gcc
+fi
 
 # --- build ------------------------------------------------------------------------------
 SRC="$OUT/src"
@@ -124,7 +143,12 @@ cp "$HERE"/*.c "$HERE"/*.h "$HERE/Kbuild" "$SRC/"
 } >"$SRC/fake_report.h"
 log "building ${MODULES[*]} for $KVER with $CC"
 # No BTF for these modules (it needs pahole, and nothing here reads it).
-make -s -C "$HDR" -f "$COMMON/Makefile" M="$SRC" CC="$CC" CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$OUT/build.log" 2>&1 || {
+if [ -n "$KBUILD" ]; then
+    KMAKE=(make -s -C "$KBUILD")
+else
+    KMAKE=(make -s -C "$HDR" -f "$COMMON/Makefile")
+fi
+"${KMAKE[@]}" M="$SRC" CC="$CC" CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$OUT/build.log" 2>&1 || {
     cat "$OUT/build.log" >&2
     die "module build failed"
 }
@@ -145,7 +169,8 @@ cp "$KERNEL_MODULES"/modules.* "$PART/"
 for m in "${MODULES[@]}"; do cp "$SRC/$m.ko" "$PART/extra/"; done
 depmod -b "$OUT/modules.partial" "$KVER"
 grep -q "^extra/fake_tsm_sev.ko:.*kernel/drivers/virt/coco/tsm.ko" "$PART/modules.dep" ||
-    die "depmod: fake_tsm_sev does not depend on tsm"
+    grep -q "^kernel/drivers/virt/coco/tsm.ko$" "$PART/modules.builtin" ||
+    die "depmod: fake_tsm_sev does not depend on tsm (and tsm is not built in)"
 rm -rf "$OUT/modules"
 mv "$OUT/modules.partial" "$OUT/modules"
 echo "$HASH" >"$STAMP"
