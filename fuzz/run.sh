@@ -18,15 +18,16 @@ for t in "${targets[@]}"; do
     [ -d "seeds/$t" ] && seeds=("seeds/$t")
     echo "== $t (${secs}s)"
     log="artifacts/$t/last.log"
-    if ! cargo fuzz run "$t" --sanitizer none "corpus/$t" "${seeds[@]}" -- \
+    # `time` reports the CPU (user + system) the run cost, into its own file.
+    if ! { TIMEFORMAT='%U %S'; time cargo fuzz run "$t" --sanitizer none "corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
+        -artifact_prefix="artifacts/$t/" >"$log" 2>&1; } 2>"artifacts/$t/cpu"; then
         tail -40 "$log"
         crash=$(grep -o "artifacts/$t/[a-z-]*-[0-9a-f]*" "$log" | tail -1 || true)
         echo "fuzz/run.sh: $t FAILED; crash file: fuzz/${crash:-artifacts/$t/}" >&2
         exit 1
     fi
     grep -E '^stat::number_of_executed_units|^Done' "$log" | tr '\n' ' '
-    echo
+    echo "cpu_seconds=$(awk '{ printf "%d", $1 + $2 }' "artifacts/$t/cpu") corpus=$(find "corpus/$t" -type f | wc -l)"
 done
 echo "fuzz/run.sh: all targets ran ${secs}s without a crash"

@@ -7,68 +7,18 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a failure
 
 mod common;
+// The registry harness image-pull's own tests use (std, serde_json, sha2, hex, tempfile).
+#[path = "../../../image-pull/tests/common/registry.rs"]
+mod registry;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use cocoon_image_pull::registry::{OciRegistry, RegistriesConf, Registry, RegistryOptions};
 use cocoon_image_pull::LayerDescriptor;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
-
-struct Reg {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Reg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The minimal bits of image-pull's registry harness: `docker-registry serve` on a free port.
-fn start_registry() -> Reg {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let cfg = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-        dir.path().join("data").display()
-    );
-    let cfg_path = dir.path().join("config.yml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reg = Reg {
-        child,
-        addr: addr.clone(),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reg
-}
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
     let out = Command::new("skopeo")
@@ -84,24 +34,13 @@ fn skopeo(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn tools() -> bool {
-    for t in ["docker-registry", "skopeo"] {
-        if !have(t) {
-            return skip_or_fail(&format!(
-                "{t} not installed (apt-get install docker-registry skopeo)"
-            ));
-        }
-    }
-    true
-}
-
 fn oci(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_image_through_skopeo_and_a_registry() {
-    if !tools() {
+    if !registry::tools(&[]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +79,7 @@ async fn encrypted_image_through_skopeo_and_a_registry() {
     assert_eq!(sha256(&raw), md);
 
     // Push it as it is.
-    let reg = start_registry();
+    let reg = registry::start_registry(None);
     let dest = format!("{}/test/encrypted:v1", reg.addr);
     skopeo(&[
         "copy",
