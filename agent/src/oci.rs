@@ -77,7 +77,12 @@ fn process(p: &oci::Process) -> Value {
             .collect();
         m.insert("rlimits".into(), Value::Array(r));
     }
-    m.insert("noNewPrivileges".into(), json!(p.NoNewPrivileges));
+    // Only when set: libcontainer installs a seccomp filter before it drops the
+    // capabilities only when the field is absent (runc does so whenever it is false), so
+    // an explicit `false` put the filter after the drop, where without CAP_SYS_ADMIN the
+    // kernel refuses it: Kubernetes' usual container (RuntimeDefault, the default
+    // capabilities, no allowPrivilegeEscalation: false) failed to start.
+    insert_if(&mut m, "noNewPrivileges", p.NoNewPrivileges, json!(true));
     insert_if(
         &mut m,
         "apparmorProfile",

@@ -102,6 +102,57 @@ fn containerd_default_profile_runs_busybox() {
     assert!(err.contains("Operation not permitted"), "{err}");
 }
 
+/// containerd's default capability set (what a Kubernetes container gets): no
+/// CAP_SYS_ADMIN, so without `noNewPrivileges` the filter can only go in before the
+/// capabilities are dropped, as runc does.
+const CONTAINERD_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+#[test]
+fn kubernetes_defaults_run_under_the_profile() {
+    require_pod!();
+    let pod = Pod::new();
+    // RuntimeDefault, the default capabilities, allowPrivilegeEscalation unset (so
+    // NoNewPrivileges false): the filter goes in before the capabilities are dropped.
+    for (cid, nnp) in [("k8s", false), ("k8s-nnp", true)] {
+        let mut spec = spec_with(
+            &pod,
+            &[
+                "sh",
+                "-c",
+                "mkdir /tmp/a && echo made; unshare -U true; echo rc=$?",
+            ],
+            default_profile(),
+            nnp,
+        );
+        spec["Process"]["Capabilities"] = json!({
+            "Bounding": CONTAINERD_CAPS,
+            "Effective": CONTAINERD_CAPS,
+            "Permitted": CONTAINERD_CAPS,
+            "Inheritable": [],
+            "Ambient": [],
+        });
+        let (status, out, err) = run_to_end(&pod, cid, spec);
+        assert_eq!(status, 0, "{cid}: {out} {err}");
+        // The profile denies a user namespace (EPERM).
+        assert_eq!(out, "made\nrc=1\n", "{cid}: {err}");
+    }
+}
+
 #[test]
 fn a_denied_syscall_answers_the_configured_errno() {
     require_pod!();
