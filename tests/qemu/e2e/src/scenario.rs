@@ -90,13 +90,37 @@ pub fn spec(cid: &str, extra_env: &[String], extra_mounts: &[Value]) -> Value {
     });
     if cid != "pause" {
         // As containerd sends it for `seccompProfile: RuntimeDefault`, with Kubernetes'
-        // default allowPrivilegeEscalation (no noNewPrivileges): the filter goes in
-        // before the capabilities are dropped.
+        // default allowPrivilegeEscalation (no noNewPrivileges) and containerd's default
+        // capabilities (no CAP_SYS_ADMIN): the filter must go in before the capabilities
+        // are dropped.
         spec["Linux"]["Seccomp"] = default_seccomp();
         spec["Process"]["NoNewPrivileges"] = json!(false);
+        spec["Process"]["Capabilities"] = json!({
+            "Bounding": CONTAINERD_CAPS, "Effective": CONTAINERD_CAPS,
+            "Permitted": CONTAINERD_CAPS, "Inheritable": [], "Ambient": []
+        });
     }
     spec
 }
+
+/// containerd's default capability set (the 14 genpolicy's `DEFAULT_UNIX_CAPS` lists), what a
+/// Kubernetes container without a `securityContext.capabilities` gets.
+const CONTAINERD_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
 
 /// containerd's default seccomp profile for amd64, resolved as the runtime sends it
 /// (the agent's test data, with its provenance), with two rules a pod could add: `mkdir`
