@@ -38,6 +38,16 @@ impl CreateRequest {
             .OCI
             .as_ref()
             .ok_or_else(|| AgentError::invalid("OCI", "missing"))?;
+        if let Some(profile) = wire
+            .Process
+            .as_ref()
+            .and_then(crate::oci::unapplied_apparmor_profile)
+        {
+            tracing::info!(
+                container = req.container_id,
+                "AppArmor profile {profile} not applied: the guest loads no host profiles (as kata-agent)"
+            );
+        }
         let guest_pull = req
             .storages
             .iter()

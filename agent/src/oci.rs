@@ -83,12 +83,7 @@ fn process(p: &oci::Process) -> Value {
     // kernel refuses it: Kubernetes' usual container (RuntimeDefault, the default
     // capabilities, no allowPrivilegeEscalation: false) failed to start.
     insert_if(&mut m, "noNewPrivileges", p.NoNewPrivileges, json!(true));
-    insert_if(
-        &mut m,
-        "apparmorProfile",
-        !p.ApparmorProfile.is_empty(),
-        json!(p.ApparmorProfile),
-    );
+    // No `apparmorProfile`: see [`unapplied_apparmor_profile`].
     insert_if(
         &mut m,
         "oomScoreAdj",
@@ -105,6 +100,16 @@ fn process(p: &oci::Process) -> Value {
 }
 
 /// `LinuxResources` in OCI JSON (also used by UpdateContainer).
+/// The AppArmor profile a process names, which the guest does not apply. The name is the
+/// host's: containerd puts its `cri-containerd.apparmor.d` in every spec on a host with
+/// AppArmor and the Kata runtime passes it through, but the guest loads no profile, and
+/// kata-agent never applies one. Given to libcontainer, it would refuse every such
+/// container (with a bare "io error" when the guest kernel has no AppArmor). Callers
+/// log it.
+pub fn unapplied_apparmor_profile(p: &oci::Process) -> Option<&str> {
+    (!p.ApparmorProfile.is_empty()).then_some(p.ApparmorProfile.as_str())
+}
+
 pub fn resources_json(r: &oci::LinuxResources) -> Value {
     let mut m = Map::new();
     if !r.Devices.is_empty() {

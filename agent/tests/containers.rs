@@ -24,6 +24,42 @@ fn create_start_read_wait() {
     assert!(pod.mounts().is_empty(), "{:?}", pod.mounts());
 }
 
+/// containerd names its AppArmor profile in every container's spec on a host with
+/// AppArmor (upstream genpolicy's test requests carry `cri-containerd.apparmor.d`), and
+/// the Kata runtime passes it through. That profile is the host's: the guest has none,
+/// and kata-agent never applies one. The container runs, and the log says why the
+/// profile was not applied.
+#[test]
+fn a_hosts_apparmor_profile_does_not_stop_the_container() {
+    require_pod!();
+    let pod = Pod::new();
+    let mut spec = pod.spec(&["sh", "-c", "echo ran; sleep 1000"]);
+    spec["Process"]["ApparmorProfile"] = json!("cri-containerd.apparmor.d");
+    pod.create("aa", spec);
+    pod.ok("StartContainer", json!({"container_id": "aa"}));
+    assert_eq!(pod.read_until("aa", "aa", "ran\n"), "ran\n");
+    // An exec naming one, likewise.
+    let mut process = pod.spec(&["echo", "exec ran"])["Process"].clone();
+    process["ApparmorProfile"] = json!("cri-containerd.apparmor.d");
+    pod.ok(
+        "ExecProcess",
+        json!({"container_id": "aa", "exec_id": "e", "process": process}),
+    );
+    assert_eq!(pod.wait("aa", "e"), 0);
+    assert_eq!(pod.read_all("aa", "e", false), "exec ran\n");
+    pod.ok(
+        "SignalProcess",
+        json!({"container_id": "aa", "exec_id": "aa", "signal": 9}),
+    );
+    pod.wait("aa", "aa");
+    pod.ok("RemoveContainer", json!({"container_id": "aa"}));
+    let log = pod.agent_log();
+    assert!(
+        log.contains("AppArmor profile cri-containerd.apparmor.d not applied"),
+        "{log}"
+    );
+}
+
 #[test]
 fn non_zero_exit_and_killed_status() {
     require_pod!();

@@ -331,6 +331,13 @@ impl AgentService for AgentRpc {
                 .process
                 .as_ref()
                 .ok_or_else(|| AgentError::invalid("process", "missing"))?;
+            if let Some(profile) = crate::oci::unapplied_apparmor_profile(process) {
+                tracing::info!(
+                    container = req.container_id,
+                    exec = req.exec_id,
+                    "AppArmor profile {profile} not applied: the guest loads no host profiles (as kata-agent)"
+                );
+            }
             let mut json = crate::oci::process_json(process)?;
             let string_user = req.string_user.as_ref();
             if string_user.is_some_and(|s| !s.uid.is_empty()) || !process.User.Username.is_empty() {
