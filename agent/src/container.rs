@@ -278,15 +278,23 @@ fn adapt_spec(
         spec.set_hostname(None);
         linux.set_namespaces(Some(list));
     }
+    // The pod's PID namespace to join, else one of the container's own: the Kata runtime
+    // takes the PID namespace out of every spec (the host's means nothing here), so a
+    // spec without one must not leave the container in the guest's, beside the agent
+    // and every other container (kata-agent likewise always adds one).
+    let mut list = linux.namespaces().clone().unwrap_or_default();
     if let Some(path) = pid_ns {
-        let mut list = linux.namespaces().clone().unwrap_or_default();
         list.retain(|n| n.typ() != LinuxNamespaceType::Pid);
         let mut ns = oci_spec::runtime::LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::Pid);
         ns.set_path(Some(path.to_path_buf()));
         list.push(ns);
-        linux.set_namespaces(Some(list));
+    } else if !list.iter().any(|n| n.typ() == LinuxNamespaceType::Pid) {
+        let mut ns = oci_spec::runtime::LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::Pid);
+        list.push(ns);
     }
+    linux.set_namespaces(Some(list));
     spec.set_linux(Some(linux));
     Ok(())
 }

@@ -60,6 +60,103 @@ fn a_hosts_apparmor_profile_does_not_stop_the_container() {
     );
 }
 
+/// The Kata runtime takes the PID namespace out of every container's spec
+/// (`handlePidNamespace`: the host's has no meaning in the guest) and says with
+/// `sandbox_pidns` whether the pod shares one. Without it, each container still gets a
+/// PID namespace of its own, as kata-agent gives it, never the guest's.
+#[test]
+fn a_spec_without_a_pid_namespace_gets_its_own() {
+    require_pod!();
+    let pod = Pod::new();
+    let mut spec = pod.spec(&["sh", "-c", "echo pid=$$"]);
+    spec["Linux"]["Namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["Type"] != "pid");
+    pod.create("nopid", spec);
+    pod.ok("StartContainer", json!({"container_id": "nopid"}));
+    assert_eq!(pod.read_all("nopid", "nopid", false), "pid=1\n");
+    assert_eq!(pod.wait("nopid", "nopid"), 0);
+    pod.ok("RemoveContainer", json!({"container_id": "nopid"}));
+}
+
+/// A container spec as a Kubernetes pod's reaches the agent (containerd, then the Kata
+/// runtime's conversion): a systemd-style cgroups path, CPU shares with a zero quota,
+/// zero memory values (unset), containerd's masked and read-only paths and default
+/// capabilities, NoNewPrivileges false, an OOM score, a non-root user with an
+/// additional group, the host's AppArmor profile, no PID namespace, sysfs read-only.
+#[test]
+fn a_kubernetes_container_spec_as_the_runtime_sends_it() {
+    require_pod!();
+    let pod = Pod::new();
+    const CAPS: [&str; 14] = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let script = "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) pid=$$ \
+                  oom=$(cat /proc/self/oom_score_adj); \
+                  cat /proc/kcore 2>/dev/null | wc -c; \
+                  touch /sys/x 2>/dev/null || echo sys-ro";
+    let mut spec = pod.spec(&["sh", "-c", script]);
+    spec["Process"] = json!({
+        "Terminal": false,
+        "User": {"UID": 2, "GID": 1, "AdditionalGids": [1], "Username": ""},
+        "Args": ["sh", "-c", script],
+        "Env": ["PATH=/bin", "HOSTNAME=pod-a"],
+        "Cwd": "/",
+        "Capabilities": {"Bounding": CAPS, "Effective": CAPS, "Permitted": CAPS,
+                         "Inheritable": [], "Ambient": []},
+        "Rlimits": [],
+        "NoNewPrivileges": false,
+        "ApparmorProfile": "cri-containerd.apparmor.d",
+        "OOMScoreAdj": 994,
+        "SelinuxLabel": ""
+    });
+    spec["Mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/sys", "source": "sysfs", "type": "sysfs",
+        "options": ["nosuid", "noexec", "nodev", "ro"]
+    }));
+    spec["Linux"] = json!({
+        "CgroupsPath": "kubepods-burstable-pod31df313a.slice:cri-containerd:k8s",
+        "Resources": {
+            "CPU": {"Shares": 2, "Quota": 0, "Period": 100000, "Cpus": "", "Mems": ""},
+            "Memory": {"Limit": 0, "Reservation": 0, "Swap": 0, "Kernel": 0},
+            "Devices": []
+        },
+        "Namespaces": [{"Type": "ipc", "Path": ""}, {"Type": "uts", "Path": ""},
+                       {"Type": "mount", "Path": ""}],
+        "MaskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                        "/sys/devices/virtual/powercap"],
+        "ReadonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                          "/proc/sysrq-trigger"],
+        "Sysctl": {}
+    });
+    pod.create("k8s", spec);
+    pod.ok("StartContainer", json!({"container_id": "k8s"}));
+    let out = pod.read_all("k8s", "k8s", false);
+    let err = pod.read_all("k8s", "k8s", true);
+    assert_eq!(pod.wait("k8s", "k8s"), 0, "{out} {err}");
+    assert_eq!(
+        out, "uid=2 gid=1 groups=1 pid=1 oom=994\n0\nsys-ro\n",
+        "{err}"
+    );
+    pod.ok("RemoveContainer", json!({"container_id": "k8s"}));
+}
+
 #[test]
 fn non_zero_exit_and_killed_status() {
     require_pod!();

@@ -15,12 +15,13 @@ use crate::procs::run;
 /// The file only the decrypted image holds; the workload prints it.
 pub const IMAGE_FILE_TEXT: &str = "decrypted in the guest: the payload is 4417";
 
-/// The workload: prints the image file and digests of the two secrets (never the secrets),
-/// and whether its seccomp profile is installed and denies a user namespace, fails
+/// The workload: prints the image file, its PID (1: a PID namespace of its own), digests
+/// of the two secrets (never the secrets), and whether its seccomp profile is installed and denies a user namespace, fails
 /// `mkdir` with the profile's errno and kills on `sync` (both in subshells: busybox may
 /// run such applets inside the shell's own process).
 const RUN_SH: &str = r#"#!/bin/sh
 echo "image file: $(cat /app/message.txt)"
+echo "pid in its own namespace: $$"
 echo "env secret sha256: $(printf %s "$DB_PASSWORD" | sha256sum | cut -d' ' -f1)"
 echo "volume secret sha256: $(cat /etc/secret/token | sha256sum | cut -d' ' -f1)"
 echo "sealed env replaced: $(case "$DB_PASSWORD" in sealed.*) echo no;; *) echo yes;; esac)"

@@ -393,6 +393,8 @@ async fn run(cli: &Cli, work: &Path) -> Result<String> {
     let expect = |out: &str, what: &str| -> Result<()> {
         let want = [
             format!("image file: {}", images::IMAGE_FILE_TEXT),
+            // Not the guest's PID namespace, though the spec names none (as the runtime's).
+            "pid in its own namespace: 1".to_owned(),
             format!("env secret sha256: {}", sha256_hex(db_password.as_bytes())),
             format!("volume secret sha256: {}", sha256_hex(token.as_bytes())),
             "sealed env replaced: yes".to_owned(),

@@ -85,7 +85,8 @@ pub fn spec(cid: &str, extra_env: &[String], extra_mounts: &[Value]) -> Value {
         "Mounts": mounts,
         "Annotations": {"io.kubernetes.cri.container-type":
                         if cid == "pause" { "sandbox" } else { "container" }},
-        "Linux": {"Namespaces": [{"Type": "pid"}, {"Type": "mount"}, {"Type": "ipc"}, {"Type": "uts"}],
+        // No PID namespace: the runtime takes it out of every spec (`handlePidNamespace`).
+        "Linux": {"Namespaces": [{"Type": "ipc"}, {"Type": "uts"}, {"Type": "mount"}],
                   "MaskedPaths": ["/proc/kcore"], "ReadonlyPaths": ["/proc/sys"]}
     });
     if cid != "pause" {
