@@ -6,7 +6,7 @@ mod pod;
 
 use serde_json::json;
 
-use pod::{busybox_rootfs, require_pod, Pod};
+use pod::{busybox_rootfs, require_pod, Pod, CONTAINERD_CAPS};
 
 #[test]
 fn create_start_read_wait() {
@@ -89,22 +89,6 @@ fn a_spec_without_a_pid_namespace_gets_its_own() {
 fn a_kubernetes_container_spec_as_the_runtime_sends_it() {
     require_pod!();
     let pod = Pod::new();
-    const CAPS: [&str; 14] = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
     let script = "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) pid=$$ \
                   oom=$(cat /proc/self/oom_score_adj); \
                   cat /proc/kcore 2>/dev/null | wc -c; \
@@ -116,7 +100,8 @@ fn a_kubernetes_container_spec_as_the_runtime_sends_it() {
         "Args": ["sh", "-c", script],
         "Env": ["PATH=/bin", "HOSTNAME=pod-a"],
         "Cwd": "/",
-        "Capabilities": {"Bounding": CAPS, "Effective": CAPS, "Permitted": CAPS,
+        "Capabilities": {"Bounding": CONTAINERD_CAPS, "Effective": CONTAINERD_CAPS,
+                         "Permitted": CONTAINERD_CAPS,
                          "Inheritable": [], "Ambient": []},
         "Rlimits": [],
         "NoNewPrivileges": false,

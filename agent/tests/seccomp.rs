@@ -10,7 +10,7 @@ mod pod;
 
 use serde_json::{json, Value};
 
-use pod::{require_pod, Pod};
+use pod::{require_pod, Pod, CONTAINERD_CAPS};
 
 const EDQUOT: u32 = 122;
 
@@ -101,26 +101,6 @@ fn containerd_default_profile_runs_busybox() {
     assert_eq!(out, "rc=1\n", "{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
 }
-
-/// containerd's default capability set (what a Kubernetes container gets): no
-/// CAP_SYS_ADMIN, so without `noNewPrivileges` the filter can only go in before the
-/// capabilities are dropped, as runc does.
-const CONTAINERD_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 #[test]
 fn kubernetes_defaults_run_under_the_profile() {

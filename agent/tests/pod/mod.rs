@@ -15,6 +15,25 @@ use crate::common::{call, AgentProcess, AGENT};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// containerd's default capability set (genpolicy's `DEFAULT_UNIX_CAPS` lists the same
+/// 14): what a Kubernetes container without `securityContext.capabilities` gets.
+pub const CONTAINERD_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Why container tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
