@@ -690,18 +690,8 @@ impl Policy {
     }
 }
 
-fn genpolicy_fixtures() -> Option<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/genpolicy");
-    if dir.join("rules.rego").is_file() {
-        return Some(dir);
-    }
-    let why = format!("SKIPPED: genpolicy's rules are read from {}", dir.display());
-    let strict = std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("COCOON_REQUIRE_ALL").is_ok_and(|v| v == "1");
-    assert!(!strict, "{why}");
-    eprintln!("{why}");
-    None
-}
+#[path = "../../tests/support/skip.rs"]
+mod skip;
 
 fn read_fixture(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -742,7 +732,7 @@ fn as_our_input(kind: &str, req: &Json) -> Json {
 
 #[test]
 fn genpolicy_gets_a_compiled_copy_without_its_prints() {
-    let Some(dir) = genpolicy_fixtures() else {
+    let Some(dir) = skip::genpolicy_dir() else {
         return;
     };
     let text = genpolicy_text(&dir);
@@ -769,7 +759,7 @@ fn genpolicy_gets_a_compiled_copy_without_its_prints() {
 /// fast path for allows) gives the recorded verdict.
 #[test]
 fn compiled_copy_agrees_with_the_interpreter_on_every_recorded_case() {
-    let Some(dir) = genpolicy_fixtures() else {
+    let Some(dir) = skip::genpolicy_dir() else {
         return;
     };
     let text = genpolicy_text(&dir);
@@ -876,7 +866,7 @@ fn mutations(v: &Json) -> Vec<Json> {
 /// and the interpreter agree on each (hundreds of denials and a few allows).
 #[test]
 fn compiled_copy_agrees_with_the_interpreter_on_changed_requests() {
-    let Some(dir) = genpolicy_fixtures() else {
+    let Some(dir) = skip::genpolicy_dir() else {
         return;
     };
     let p = Policy::from_rego("genpolicy", &genpolicy_text(&dir)).unwrap();
