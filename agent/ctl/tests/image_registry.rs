@@ -7,9 +7,6 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a failure
 
 mod common;
-// The registry harness image-pull's own tests use (std, serde_json, sha2, hex, tempfile).
-#[path = "../../../image-pull/tests/common/registry.rs"]
-mod registry;
 
 use std::path::Path;
 use std::process::Command;

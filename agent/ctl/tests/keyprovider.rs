@@ -246,7 +246,7 @@ fn provider_name_and_refusals() {
 #[test]
 fn as_an_ocicrypt_driver_would_use_it() {
     if !have("openssl") {
-        skip_or_fail("openssl not installed");
+        skip("openssl not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

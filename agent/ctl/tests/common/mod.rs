@@ -12,29 +12,15 @@ use cocoon_image_pull::{unpack_layer, LayerDescriptor, LayerError, StaticKeys, U
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
+// image-pull's test harness: a real registry on loopback, and the repository's skip rule
+// (`registry::skip`) and tool check (`have`), one copy for both crates' tests.
+#[path = "../../../../image-pull/tests/common/registry.rs"]
+pub mod registry;
+#[allow(unused_imports)] // not every test binary skips
+pub use registry::{have, skip};
+
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 pub const KID: &str = "kbs:///default/key/1";
-
-/// True when the test can go on; prints SKIPPED otherwise, and fails under CI=true or
-/// COCOON_REQUIRE_ALL=1 (the repository's skip rule).
-pub fn skip_or_fail(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true")
-        || std::env::var("COCOON_REQUIRE_ALL").as_deref() == Ok("1")
-    {
-        panic!("required under CI: {why}");
-    }
-    println!("SKIPPED: {why}");
-    false
-}
-
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 pub fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
